@@ -1,0 +1,2 @@
+"""prpo: functional policy optimisation in JAX."""
+__version__ = "0.1.0"

@@ -1,0 +1,5 @@
+import sys
+
+from prpo.cli import main
+
+sys.exit(main())

@@ -1,0 +1,150 @@
+"""Command line: ``python -m prpo train ...`` and ``python -m prpo list``.
+
+Every option is validated before anything compiles; a bad one prints a single
+``prpo: error: ...`` line naming the option and what is allowed, and exits with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from prpo import algorithms
+from prpo.config import ConfigError, PRESETS, apply_overrides, default_preset_name, option_names, preset
+
+__all__ = ["main", "build_parser"]
+
+_EPILOG = """\
+examples:
+  python -m prpo train                                   # PPO on CartPole-v1, 1 seed
+  python -m prpo train ppo --env CartPole-v1 --seeds 8 --out runs/cartpole
+  python -m prpo train ppo --env Pendulum-v1 --set lr=3e-4 --set normalize_obs=true
+  python -m prpo train ppo --env ant --set env_backend=positional --num-envs 2048
+  python -m prpo train ppo --grid lr=1e-4,3e-4,1e-3 --seeds 4   # 3 settings x 4 seeds, one compile
+  python -m prpo list
+
+--set KEY=VALUE accepts every static option and hyperparameter (see `python -m prpo list`).
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m prpo",
+        description="prpo: functional, jit-compiled policy optimisation in JAX.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=_EPILOG,
+    )
+    sub = parser.add_subparsers(dest="command", metavar="{train,list}")
+    tr = sub.add_parser(
+        "train",
+        help="train an algorithm on an environment",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        description="Train ALGO on ENV: all seeds (and --grid settings) vmapped in one compile. "
+        "Writes DIR/summary.json and DIR/metrics.jsonl when --out is given.",
+    )
+    tr.add_argument("algo", nargs="?", default="ppo", help=f"algorithm, one of: {', '.join(algorithms.names())}")
+    tr.add_argument("--env", default="CartPole-v1", help="environment name (gymnax or brax; see `python -m prpo list`)")
+    tr.add_argument("--preset", default=None, help="named preset (default: picked from the env family); one of: " + ", ".join(PRESETS))
+    tr.add_argument("--seeds", type=int, default=1, help="number of seeds trained in parallel (vmapped)")
+    tr.add_argument("--seed", type=int, default=0, help="base random seed")
+    tr.add_argument("--num-envs", type=int, default=None, help="parallel environments per seed (default: the preset's)")
+    tr.add_argument("--total-steps", type=float, default=None, help="environment steps per seed (default: the preset's)")
+    tr.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override an option or hyperparameter (repeatable)")
+    tr.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2,...", help="sweep a hyperparameter over values (repeatable; cartesian product)")
+    tr.add_argument("--out", default=None, metavar="DIR", help="write summary.json and metrics.jsonl here")
+    tr.add_argument("--no-progress", action="store_true", help="disable the progress bar")
+    sub.add_parser("list", help="list algorithms, presets, environments and options")
+    return parser
+
+
+def _kv(items, flag) -> dict[str, str]:
+    out = {}
+    for item in items:
+        if "=" not in item:
+            raise ConfigError(f"{flag} expects KEY=VALUE, got {item!r}")
+        k, v = item.split("=", 1)
+        out[k.strip()] = v.strip()
+    return out
+
+
+def config_from_args(args):
+    """Build and validate the Config (no compilation)."""
+    algo = algorithms.get(args.algo)
+    name = args.preset or default_preset_name(algo.name, args.env)
+    overrides = {"env": args.env}
+    if args.num_envs is not None:
+        overrides["num_envs"] = args.num_envs
+    if args.total_steps is not None:
+        if args.total_steps != int(args.total_steps) or args.total_steps <= 0:
+            raise ConfigError(f"--total-steps must be a positive integer, got {args.total_steps!r}")
+        overrides["total_timesteps"] = int(args.total_steps)
+    overrides.update(_kv(args.set, "--set"))
+    if "algo" in overrides:
+        raise ConfigError("set the algorithm with the positional ALGO argument, not --set algo=...")
+    cfg = preset(name)
+    cfg = apply_overrides(cfg, overrides)
+    algo.check(cfg)
+    grid = {}
+    for k, v in _kv(args.grid, "--grid").items():
+        try:
+            grid[k] = [float(x) for x in v.split(",") if x]
+        except ValueError:
+            raise ConfigError(f"--grid {k}={v!r}: expected comma-separated numbers") from None
+    if args.seeds <= 0:
+        raise ConfigError(f"--seeds must be a positive integer, got {args.seeds}")
+    return cfg, grid
+
+
+def _cmd_list() -> int:
+    from prpo import envs
+
+    print("algorithms:")
+    for name in algorithms.names():
+        print(f"  {name:12s} {algorithms.get(name).description}")
+    print("presets:")
+    for name, fn in PRESETS.items():
+        doc = (fn.__doc__ or "").strip().splitlines()[0]
+        print(f"  {name:24s} {doc}")
+    print("environments:")
+    for family, names in envs.list_envs().items():
+        print(f"  {family}: {', '.join(names)}")
+    print("options (--set KEY=VALUE):")
+    for name, kind in option_names().items():
+        print(f"  {name:22s} {kind}")
+    return 0
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:  # `python -m prpo` alone
+        parser.print_help()
+        return 0
+    if args.command == "list":
+        return _cmd_list()
+    try:
+        cfg, grid = config_from_args(args)
+    except ConfigError as e:
+        parser.exit(2, f"prpo: error: {e}\n")
+    from prpo.experiment import run_experiment
+    from prpo.train import NonFiniteLossError
+
+    try:
+        result = run_experiment(
+            cfg, seeds=args.seeds, seed=args.seed, grid=grid, out_dir=args.out, progress=not args.no_progress
+        )
+    except ConfigError as e:
+        parser.exit(2, f"prpo: error: {e}\n")
+    except NonFiniteLossError as e:
+        parser.exit(1, f"prpo: error: {e}\n")
+    s = result.summary
+    keys = ("algo", "env", "seeds", "env_steps", "final_return_mean", "final_return_std", "steps_per_s", "compile_s", "wall_s")
+    print(json.dumps({k: s[k] for k in keys}, indent=None))
+    if args.out:
+        print(f"wrote {args.out}/summary.json and {args.out}/metrics.jsonl")
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

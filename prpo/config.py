@@ -1,0 +1,354 @@
+"""Typed configuration: static structure vs traced hyperparameters, presets, validation.
+
+* :class:`Hyperparams` — a ``flax.struct`` pytree of scalars (learning rate, γ, λ, clip ε,
+  coefficients). They are *traced*: ``jax.vmap(train)(keys, hps)`` sweeps them in one compile.
+* :class:`Config` — frozen dataclass of everything that fixes shapes or structure (env,
+  sizes, network, which objective, switches). Changing it means a new compile.
+
+Every option is checked before anything compiles; a bad value raises :class:`ConfigError`
+naming the option and what is allowed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import math
+import typing
+from typing import Any
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+
+__all__ = [
+    "ConfigError",
+    "Hyperparams",
+    "Config",
+    "PRESETS",
+    "preset",
+    "default_preset_name",
+    "apply_overrides",
+    "option_names",
+    "check_hyperparams",
+]
+
+
+class ConfigError(ValueError):
+    """A user-facing configuration error (raised before compilation)."""
+
+
+@flax.struct.dataclass
+class Hyperparams:
+    """Traced hyperparameters (pytree leaves; vmap over them to sweep in one compile)."""
+
+    lr: float = 2.5e-4  # learning rate (annealed linearly to 0 when Config.anneal_lr)
+    gamma: float = 0.99  # discount
+    gae_lambda: float = 0.95  # GAE λ
+    clip_eps: float = 0.2  # PPO ratio clip ε
+    vf_clip_eps: float = 0.2  # value clip range (reward units) when Config.clip_value
+    vf_coef: float = 0.5  # value-loss coefficient c_v
+    ent_coef: float = 0.01  # entropy coefficient c_e
+    max_grad_norm: float = 0.5  # global gradient-norm clip
+    dual_clip_c: float = 3.0  # dual-clip constant c (> 1), objective="dual_clip"
+    adam_eps: float = 1e-5  # Adam / RMSprop epsilon
+    rms_decay: float = 0.99  # RMSprop decay α, optimizer="rmsprop"
+
+    def replace(self, **kw) -> "Hyperparams":  # typed alias of flax's replace
+        return dataclasses.replace(self, **kw)
+
+
+_CHOICES = {
+    "algo": ("ppo",),
+    "distribution": ("auto", "categorical", "gaussian"),
+    "objective": ("clip", "dual_clip", "pg"),
+    "adv_norm": ("minibatch", "batch", "none"),
+    "optimizer": ("adam", "rmsprop"),
+    "activation": ("tanh", "relu", "silu", "gelu", "elu"),
+    "env_backend": (None, "mjx", "positional", "generalized", "spring"),
+    "brax_reset": ("cached", "fresh"),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """Static configuration of one training run (hashed into the compile)."""
+
+    algo: str = "ppo"
+    env: str = "CartPole-v1"
+    env_backend: str | None = None  # brax physics backend (None = the env module's default)
+    brax_reset: str = "cached"  # brax auto-reset: "cached" initial state or "fresh" reset
+    episode_length: int | None = None  # override the env's time limit (None = env default)
+    num_envs: int = 4
+    num_steps: int = 128  # rollout length per update
+    total_timesteps: int = 500_000
+    update_epochs: int = 4
+    num_minibatches: int = 4
+    actor_hidden: tuple[int, ...] = (64, 64)
+    critic_hidden: tuple[int, ...] | None = None  # None = same as actor_hidden
+    activation: str = "tanh"
+    shared_trunk: bool = False
+    distribution: str = "auto"  # auto: categorical for Discrete, gaussian for Box
+    log_std_init: float = 0.0
+    objective: str = "clip"
+    adv_norm: str = "minibatch"
+    clip_value: bool = True
+    optimizer: str = "adam"
+    anneal_lr: bool = True
+    normalize_obs: bool = False
+    normalize_reward: bool = False
+    obs_clip: float = 10.0
+    reward_clip: float = 10.0
+    bootstrap_truncation: bool = True  # False reproduces the truncation-as-termination bug
+    hp: Hyperparams = dataclasses.field(default_factory=Hyperparams)
+
+    def __post_init__(self):
+        for name, allowed in _CHOICES.items():
+            value = getattr(self, name)
+            if value not in allowed:
+                raise ConfigError(f"{name}={value!r} is not allowed; allowed values: {_fmt(allowed)}")
+        for name in ("num_envs", "num_steps", "total_timesteps", "update_epochs", "num_minibatches"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+        if self.episode_length is not None and self.episode_length <= 0:
+            raise ConfigError(f"episode_length must be a positive integer or None, got {self.episode_length!r}")
+        for name in ("actor_hidden", "critic_hidden"):
+            value = getattr(self, name)
+            if value is None and name == "critic_hidden":
+                continue
+            if not value or any((not isinstance(w, int)) or w <= 0 for w in value):
+                raise ConfigError(f"{name} must be a non-empty tuple of positive widths, got {value!r}")
+        if self.batch_size % self.num_minibatches:
+            raise ConfigError(
+                f"num_envs × num_steps = {self.num_envs} × {self.num_steps} = {self.batch_size} is not divisible "
+                f"by num_minibatches={self.num_minibatches}; choose num_minibatches among the divisors of "
+                f"{self.batch_size} (e.g. {_divisors_hint(self.batch_size)})"
+            )
+        if self.total_timesteps < self.batch_size:
+            raise ConfigError(
+                f"total_timesteps={self.total_timesteps} is smaller than one update's batch "
+                f"(num_envs × num_steps = {self.batch_size}); raise total_timesteps or lower num_envs/num_steps"
+            )
+        check_hyperparams(self.hp)
+
+    # -- derived sizes ---------------------------------------------------------------------
+    @property
+    def batch_size(self) -> int:
+        return self.num_envs * self.num_steps
+
+    @property
+    def minibatch_size(self) -> int:
+        return self.batch_size // self.num_minibatches
+
+    @property
+    def num_updates(self) -> int:
+        return self.total_timesteps // self.batch_size
+
+    def replace(self, **kw) -> "Config":
+        return dataclasses.replace(self, **kw)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "hp"}
+        d["hp"] = {f.name: _py(getattr(self.hp, f.name)) for f in dataclasses.fields(self.hp)}
+        return d
+
+
+def _py(x):
+    try:
+        return float(x)
+    except TypeError:
+        return jax.tree.map(lambda v: v.tolist() if hasattr(v, "tolist") else v, x)
+
+
+def _fmt(allowed) -> str:
+    return ", ".join("none" if a is None else repr(a) if isinstance(a, str) else str(a) for a in allowed)
+
+
+def _divisors_hint(n: int) -> str:
+    divs = [d for d in range(1, min(n, 4096) + 1) if n % d == 0]
+    return ", ".join(map(str, divs[:8])) + (", ..." if len(divs) > 8 else "")
+
+
+def check_hyperparams(hp: Hyperparams) -> None:
+    """Range checks on concrete hyperparameters (skipped for traced / batched values)."""
+
+    def concrete(name):
+        v = getattr(hp, name)
+        try:
+            arr = jnp.asarray(v)
+            if isinstance(arr, jax.core.Tracer):
+                return None
+            return [float(x) for x in jnp.ravel(arr)]
+        except Exception:
+            return None
+
+    rules = {
+        "lr": (lambda v: v > 0, "> 0"),
+        "gamma": (lambda v: 0 <= v <= 1, "in [0, 1]"),
+        "gae_lambda": (lambda v: 0 <= v <= 1, "in [0, 1]"),
+        "clip_eps": (lambda v: v > 0, "> 0"),
+        "vf_clip_eps": (lambda v: v > 0, "> 0"),
+        "vf_coef": (lambda v: v >= 0, ">= 0"),
+        "ent_coef": (lambda v: math.isfinite(v), "finite"),
+        "max_grad_norm": (lambda v: v > 0, "> 0"),
+        "dual_clip_c": (lambda v: v > 1, "> 1"),
+        "adam_eps": (lambda v: v > 0, "> 0"),
+        "rms_decay": (lambda v: 0 < v < 1, "in (0, 1)"),
+    }
+    for name, (ok, text) in rules.items():
+        values = concrete(name)
+        if values is None:
+            continue
+        for v in values:
+            if not (math.isfinite(v) and ok(v)):
+                raise ConfigError(f"hyperparameter {name}={v!r} must be {text}")
+
+
+# -- presets ------------------------------------------------------------------------------
+
+def _cartpole() -> Config:
+    """PureJaxRL's gymnax CartPole defaults (ALGORITHMS.md §2)."""
+    return Config()
+
+
+def _classic_continuous() -> Config:
+    """Continuous gymnax control (Pendulum-v1, MountainCarContinuous-v0)."""
+    return Config(
+        env="Pendulum-v1",
+        num_envs=16,
+        num_steps=256,
+        total_timesteps=1_000_000,
+        update_epochs=10,
+        num_minibatches=16,
+        actor_hidden=(64, 64),
+        normalize_obs=True,
+        normalize_reward=True,
+        hp=Hyperparams(lr=1e-3, gamma=0.95, gae_lambda=0.95, ent_coef=0.0, vf_clip_eps=10.0, max_grad_norm=0.5),
+    )
+
+
+def _brax() -> Config:
+    """PureJaxRL's continuous (Brax) PPO defaults (ALGORITHMS.md §2)."""
+    return Config(
+        env="ant",
+        num_envs=2048,
+        num_steps=10,
+        total_timesteps=50_000_000,
+        update_epochs=4,
+        num_minibatches=32,
+        actor_hidden=(256, 256),
+        anneal_lr=False,
+        normalize_obs=True,
+        normalize_reward=True,
+        hp=Hyperparams(lr=3e-4, ent_coef=0.0),
+    )
+
+
+def _minatar() -> Config:
+    """PureJaxRL-style MinAtar settings (BENCHMARKS.md anchor: 64 × 128, 8 minibatches, relu)."""
+    return Config(
+        env="Breakout-MinAtar",
+        num_envs=64,
+        num_steps=128,
+        total_timesteps=10_000_000,
+        update_epochs=4,
+        num_minibatches=8,
+        actor_hidden=(64, 64),
+        activation="relu",
+        hp=Hyperparams(lr=5e-3),
+    )
+
+
+PRESETS: dict[str, typing.Callable[[], Config]] = {
+    "ppo-cartpole": _cartpole,
+    "ppo-classic-continuous": _classic_continuous,
+    "ppo-brax": _brax,
+    "ppo-minatar": _minatar,
+}
+
+
+def preset(name: str, **overrides) -> Config:
+    """Return the named preset, with ``overrides`` applied (static fields or hyperparameters)."""
+    if name not in PRESETS:
+        raise ConfigError(f"preset={name!r} is not known; available presets: {', '.join(PRESETS)}" + _suggest(name, PRESETS))
+    return apply_overrides(PRESETS[name](), overrides)
+
+
+def default_preset_name(algo: str, env: str) -> str:
+    """Pick the preset whose defaults fit ``env`` (brax, MinAtar, continuous classic, else CartPole)."""
+    from prpo import envs as _envs
+
+    family = _envs.env_family(env)
+    if family == "brax":
+        return f"{algo}-brax"
+    if env.endswith("-MinAtar"):
+        return f"{algo}-minatar"
+    spec = _envs.env_spec(env)
+    if not isinstance(spec.action_space, _envs.Discrete):
+        return f"{algo}-classic-continuous"
+    return f"{algo}-cartpole"
+
+
+# -- overrides ----------------------------------------------------------------------------
+
+def option_names() -> dict[str, str]:
+    """All settable option names -> 'static' or 'hyperparameter'."""
+    names = {f.name: "static" for f in dataclasses.fields(Config) if f.name != "hp"}
+    names.update({f.name: "hyperparameter" for f in dataclasses.fields(Hyperparams)})
+    return names
+
+
+def _suggest(name, choices) -> str:
+    close = difflib.get_close_matches(name, list(choices), n=3)
+    return f" (did you mean {', '.join(close)}?)" if close else ""
+
+
+def _parse(name: str, raw: Any, annotation: Any) -> Any:
+    if not isinstance(raw, str):
+        return raw
+    text = raw.strip()
+    ann = str(annotation)
+    if text.lower() in ("none", "null") and "None" in ann:
+        return None
+    try:
+        if ann.startswith("tuple"):
+            return tuple(int(float(t)) for t in text.strip("()[] ").replace(" ", ",").split(",") if t)
+        if ann.startswith("bool"):
+            low = text.lower()
+            if low in ("1", "true", "yes", "on"):
+                return True
+            if low in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(text)
+        if ann.startswith("int"):
+            value = float(text)
+            if value != int(value):
+                raise ValueError(text)
+            return int(value)
+        if ann.startswith("float"):
+            return float(text)
+    except ValueError:
+        raise ConfigError(f"option {name}={raw!r}: expected a value of type {ann}") from None
+    return text
+
+
+def apply_overrides(cfg: Config, overrides: dict[str, Any]) -> Config:
+    """Apply ``{name: value}`` (values may be strings from the CLI) to static fields or hyperparameters."""
+    static_fields = {f.name: f for f in dataclasses.fields(Config) if f.name != "hp"}
+    hp_fields = {f.name: f for f in dataclasses.fields(Hyperparams)}
+    hints_cfg = typing.get_type_hints(Config)
+    hints_hp = typing.get_type_hints(Hyperparams)
+    static_kw, hp_kw = {}, {}
+    for name, raw in overrides.items():
+        if name in static_fields:
+            static_kw[name] = _parse(name, raw, hints_cfg[name])
+        elif name in hp_fields:
+            hp_kw[name] = _parse(name, raw, hints_hp[name])
+        else:
+            allowed = sorted(static_fields) + sorted(hp_fields)
+            raise ConfigError(
+                f"unknown option {name!r}{_suggest(name, allowed)}; settable options: {', '.join(allowed)}"
+            )
+    hp = cfg.hp.replace(**hp_kw) if hp_kw else cfg.hp
+    return dataclasses.replace(cfg, **static_kw, hp=hp)

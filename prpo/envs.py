@@ -1,0 +1,576 @@
+"""One functional, batched environment protocol over gymnax and brax.
+
+``make_env(name, num_envs, **options)`` returns a :class:`VecEnv`:
+
+* ``env.spec`` -- static :class:`EnvSpec` (observation shape, action space,
+  time limit).
+* ``env.reset(key) -> (state, obs[N, ...])``
+* ``env.step(state, action[N, ...], key) -> (state, TimeStep)``
+
+Both are pure functions of pytrees (jit / vmap / scan friendly); the VecEnv
+itself is immutable and hashable (usable as a static argument or a closure
+constant).  Finished episodes (terminated or truncated) are auto-reset inside
+``step``; the observation reached by the step is kept in
+``TimeStep.final_obs`` and the next observation to act on is ``TimeStep.obs``.
+Per-env episode return / length are tracked inside the state.
+
+Everything is batched with ``jax.vmap`` over the ``N`` envs, so a caller may
+add more leading axes by vmapping the VecEnv functions themselves
+(e.g. ``jax.vmap(env.reset)(seed_keys)``).
+
+Backends
+--------
+gymnax (every name in ``gymnax.registered_envs``)
+    options: ``max_episode_steps`` (overrides ``params.max_steps_in_episode``),
+    ``env_params`` (dict of further ``EnvParams`` overrides), ``env_kwargs``
+    (dict passed to the environment constructor).
+brax (``ant``, ``hopper``, ... or ``brax/ant``)
+    options: ``backend`` in {"mjx", "positional", "generalized", "spring"}
+    (default "mjx"), ``episode_length`` (default 1000; ``max_episode_steps`` is
+    an alias), ``auto_reset`` in {"cached", "fresh"} (default "cached"),
+    ``env_kwargs`` (dict passed to the brax env constructor, e.g. ``n_frames``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import functools
+from typing import Any
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+Array = jax.Array
+
+__all__ = [
+    "Discrete",
+    "Box",
+    "EnvSpec",
+    "TimeStep",
+    "VecEnvState",
+    "VecEnv",
+    "make_env",
+    "env_spec",
+    "list_envs",
+    "BRAX_BACKENDS",
+    "BRAX_AUTO_RESET",
+]
+
+BRAX_BACKENDS = ("mjx", "positional", "generalized", "spring")
+BRAX_AUTO_RESET = ("cached", "fresh")
+
+_COMMON_OPTIONS = ("max_episode_steps",)
+_GYMNAX_OPTIONS = _COMMON_OPTIONS + ("env_params", "env_kwargs")
+_BRAX_OPTIONS = _COMMON_OPTIONS + ("backend", "episode_length", "auto_reset", "env_kwargs")
+
+
+# --------------------------------------------------------------------------- spaces / spec
+
+
+@dataclasses.dataclass(frozen=True)
+class Discrete:
+    n: int
+
+
+@dataclasses.dataclass(frozen=True)
+class Box:
+    low: float | tuple
+    high: float | tuple
+    shape: tuple[int, ...]
+
+
+@dataclasses.dataclass(frozen=True)
+class EnvSpec:
+    name: str
+    obs_shape: tuple[int, ...]
+    action_space: Discrete | Box
+    max_episode_steps: int
+
+
+@flax.struct.dataclass
+class TimeStep:
+    """Result of one batched step; every leaf has a leading ``[N]`` axis.
+
+    ``episode_return`` / ``episode_length`` hold the totals of the episode that
+    ended at this step where ``terminated | truncated``; elsewhere they hold the
+    running totals of the ongoing episode (including this step).
+    """
+
+    obs: Array
+    reward: Array
+    terminated: Array
+    truncated: Array
+    final_obs: Array
+    episode_return: Array
+    episode_length: Array
+
+    @property
+    def done(self) -> Array:
+        return self.terminated | self.truncated
+
+
+@flax.struct.dataclass
+class VecEnvState:
+    """Wrapper state. ``env_state``: backend state with leading ``[N]`` axis.
+
+    ``episode_length`` is the step count of the ongoing episode (and the time
+    limit counter for brax); ``init`` is the cached initial brax
+    ``(pipeline_state, obs)`` in ``auto_reset="cached"`` mode, else ``None``.
+    """
+
+    env_state: Any
+    episode_return: Array  # float32 [N]
+    episode_length: Array  # int32 [N]
+    init: Any = None
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _as_typed_key(key: Array) -> Array:
+    if jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key):
+        return key
+    return jax.random.wrap_key_data(key)
+
+
+def _freeze(value: Any) -> Any:
+    """Turn (nested) dicts / lists into hashable tuples."""
+    if isinstance(value, dict):
+        return tuple(sorted((str(k), _freeze(v)) for k, v in value.items()))
+    if isinstance(value, (list, tuple)):
+        return tuple(_freeze(v) for v in value)
+    if isinstance(value, np.ndarray):
+        return tuple(value.tolist())
+    try:
+        hash(value)
+    except TypeError as e:
+        raise ValueError(f"env option value {value!r} is not hashable") from e
+    return value
+
+
+def _thaw_dict(frozen: Any) -> dict:
+    return {} if frozen is None else {k: v for k, v in frozen}
+
+
+def _bound(x: Any) -> float | tuple:
+    arr = np.asarray(x, dtype=np.float64)
+    if arr.ndim == 0:
+        return float(arr)
+    return tuple(float(v) for v in arr.reshape(-1))
+
+
+def _gymnax_names() -> list[str]:
+    import gymnax
+
+    return list(gymnax.registered_envs)
+
+
+def _brax_names() -> list[str]:
+    from brax import envs as brax_envs
+
+    return sorted(brax_envs._envs)  # the (only) brax registry
+
+
+def list_envs() -> dict[str, list[str]]:
+    """Available environment names by backend family."""
+    return {"gymnax": _gymnax_names(), "brax": _brax_names()}
+
+
+def _unknown_env(name: str) -> ValueError:
+    names = list_envs()
+    candidates = names["gymnax"] + names["brax"]
+    lowered = {c.lower(): c for c in candidates}
+    lowered.update({f"brax/{c}": f"brax/{c}" for c in names["brax"]})
+    bare = name.lower()
+    close = difflib.get_close_matches(bare, list(lowered), n=3, cutoff=0.5)
+    hint = f" Did you mean {', '.join(repr(lowered[c]) for c in close)}?" if close else ""
+    return ValueError(
+        f"Unknown environment {name!r}.{hint} Available gymnax envs: {names['gymnax']}; "
+        f"available brax envs (also as 'brax/<name>'): {names['brax']}."
+    )
+
+
+def _resolve(name: str) -> tuple[str, str]:
+    """Map a user-facing name to (family, canonical name)."""
+    if not isinstance(name, str):
+        raise ValueError(f"env name must be a string, got {name!r}")
+    if name.startswith("gymnax/"):
+        bare = name[len("gymnax/"):]
+        if bare in _gymnax_names():
+            return "gymnax", bare
+        raise _unknown_env(name)
+    if name.startswith("brax/"):
+        bare = name[len("brax/"):]
+        if bare in _brax_names():
+            return "brax", bare
+        raise _unknown_env(name)
+    if name in _gymnax_names():
+        return "gymnax", name
+    if name in _brax_names():
+        return "brax", name
+    raise _unknown_env(name)
+
+
+def _positive_int(option: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"option {option!r} must be a positive int, got {value!r}")
+    return int(value)
+
+
+def _normalize_options(family: str, name: str, options: dict) -> tuple:
+    """Validate options, fill defaults; returns a hashable sorted tuple."""
+    allowed = _GYMNAX_OPTIONS if family == "gymnax" else _BRAX_OPTIONS
+    bad = sorted(set(options) - set(allowed))
+    if bad:
+        hint = ""
+        if family == "gymnax" and ({"backend", "auto_reset", "episode_length"} & set(bad)):
+            hint = " ('backend', 'auto_reset' and 'episode_length' apply to brax envs only)"
+        raise ValueError(
+            f"Unknown option(s) {bad} for {family} env {name!r}; allowed options: "
+            f"{list(allowed)}{hint}."
+        )
+    out: dict[str, Any] = {}
+    if family == "gymnax":
+        if options.get("max_episode_steps") is not None:
+            out["max_episode_steps"] = _positive_int("max_episode_steps", options["max_episode_steps"])
+        for k in ("env_params", "env_kwargs"):
+            v = options.get(k)
+            if v is not None:
+                if not isinstance(v, dict):
+                    raise ValueError(f"option {k!r} must be a dict, got {type(v).__name__}")
+                out[k] = _freeze(v)
+    else:
+        backend = options.get("backend", "mjx")
+        if backend not in BRAX_BACKENDS:
+            raise ValueError(
+                f"Invalid option backend={backend!r} for brax env {name!r}; "
+                f"allowed values: {list(BRAX_BACKENDS)}."
+            )
+        auto_reset = options.get("auto_reset", "cached")
+        if auto_reset not in BRAX_AUTO_RESET:
+            raise ValueError(
+                f"Invalid option auto_reset={auto_reset!r} for brax env {name!r}; "
+                f"allowed values: {list(BRAX_AUTO_RESET)}."
+            )
+        ep_len = options.get("episode_length")
+        max_steps = options.get("max_episode_steps")
+        if ep_len is not None and max_steps is not None and ep_len != max_steps:
+            raise ValueError(
+                f"options episode_length={ep_len!r} and max_episode_steps={max_steps!r} "
+                "disagree (they are aliases for brax envs)."
+            )
+        length = ep_len if ep_len is not None else (max_steps if max_steps is not None else 1000)
+        out["backend"] = backend
+        out["auto_reset"] = auto_reset
+        out["episode_length"] = _positive_int("episode_length", length)
+        v = options.get("env_kwargs")
+        if v is not None:
+            if not isinstance(v, dict):
+                raise ValueError(f"option 'env_kwargs' must be a dict, got {type(v).__name__}")
+            if "backend" in v:
+                raise ValueError("pass 'backend' as a top-level option, not inside env_kwargs")
+            out["env_kwargs"] = _freeze(v)
+    return tuple(sorted(out.items()))
+
+
+# --------------------------------------------------------------------------- backend construction (cached)
+
+
+@functools.lru_cache(maxsize=64)
+def _gymnax_env(name: str, opts: tuple):
+    import gymnax
+
+    o = dict(opts)
+    env, params = gymnax.make(name, **_thaw_dict(o.get("env_kwargs")))
+    overrides = _thaw_dict(o.get("env_params"))
+    if "max_episode_steps" in o:
+        overrides["max_steps_in_episode"] = o["max_episode_steps"]
+    if overrides:
+        fields = {f.name for f in dataclasses.fields(params)}
+        bad = sorted(set(overrides) - fields)
+        if bad:
+            raise ValueError(f"env_params {bad} are not fields of {name}'s EnvParams {sorted(fields)}")
+        params = params.replace(**overrides)
+    return env, params
+
+
+def _gymnax_spec(name: str, opts: tuple) -> EnvSpec:
+    from gymnax.environments import spaces as gspaces
+
+    env, params = _gymnax_env(name, opts)
+    obs = jax.eval_shape(lambda k: env.reset_env(k, params)[0], jax.random.key(0))
+    space = env.action_space(params)
+    if isinstance(space, gspaces.Discrete):
+        action_space = Discrete(int(space.n))
+    elif isinstance(space, gspaces.Box):
+        action_space = Box(_bound(space.low), _bound(space.high), tuple(int(s) for s in space.shape))
+    else:
+        raise ValueError(f"gymnax env {name!r} has unsupported action space {space!r}")
+    return EnvSpec(
+        name=name,
+        obs_shape=tuple(int(s) for s in obs.shape),
+        action_space=action_space,
+        max_episode_steps=int(params.max_steps_in_episode),
+    )
+
+
+@functools.lru_cache(maxsize=32)
+def _brax_env(name: str, backend: str, env_kwargs: Any):
+    from brax import envs as brax_envs
+
+    return brax_envs.get_environment(name, backend=backend, **_thaw_dict(env_kwargs))
+
+
+def _brax_spec(name: str, opts: tuple) -> EnvSpec:
+    o = dict(opts)
+    env = _brax_env(name, o["backend"], o.get("env_kwargs"))
+    obs = jax.eval_shape(lambda k: env.reset(k).obs, jax.random.key_data(jax.random.key(0)))
+    if not hasattr(obs, "shape"):
+        raise ValueError(f"brax env {name!r} has non-array observations {obs!r}; not supported")
+    return EnvSpec(
+        name=name,
+        obs_shape=tuple(int(s) for s in obs.shape),
+        action_space=Box(-1.0, 1.0, (int(env.action_size),)),
+        max_episode_steps=o["episode_length"],
+    )
+
+
+@functools.lru_cache(maxsize=128)
+def _spec_cached(family: str, name: str, opts: tuple) -> EnvSpec:
+    return _gymnax_spec(name, opts) if family == "gymnax" else _brax_spec(name, opts)
+
+
+def env_spec(name: str, **options) -> EnvSpec:
+    """Static spec of an env (no stepping, no compilation; cached)."""
+    family, canonical = _resolve(name)
+    opts = _normalize_options(family, canonical, options)
+    return _spec_cached(family, canonical, opts)
+
+
+# --------------------------------------------------------------------------- VecEnv
+
+
+class VecEnv:
+    """Batched functional env over ``num_envs`` copies. Immutable and hashable."""
+
+    family: str
+
+    def __init__(self, name: str, num_envs: int, opts: tuple, spec: EnvSpec):
+        self._name = name
+        self._num_envs = num_envs
+        self._opts = opts
+        self._spec = spec
+
+    # identity ------------------------------------------------------------
+    def _key(self):
+        return (type(self).__name__, self._name, self._num_envs, self._opts)
+
+    def __hash__(self) -> int:
+        return hash(self._key())
+
+    def __eq__(self, other) -> bool:
+        return type(other) is type(self) and other._key() == self._key()
+
+    def __repr__(self) -> str:
+        opts = ", ".join(f"{k}={v!r}" for k, v in self._opts)
+        return f"{type(self).__name__}({self._name!r}, num_envs={self._num_envs}{', ' if opts else ''}{opts})"
+
+    @property
+    def spec(self) -> EnvSpec:
+        return self._spec
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    @property
+    def num_envs(self) -> int:
+        return self._num_envs
+
+    @property
+    def options(self) -> dict:
+        return dict(self._opts)
+
+    # helpers ---------------------------------------------------------------
+    def sample_actions(self, key: Array) -> Array:
+        """Uniformly random actions ``[N, ...]`` from the action space."""
+        space = self._spec.action_space
+        n = self._num_envs
+        if isinstance(space, Discrete):
+            return jax.random.randint(key, (n,), 0, space.n, dtype=jnp.int32)
+        low = jnp.asarray(space.low, jnp.float32)
+        high = jnp.asarray(space.high, jnp.float32)
+        return jax.random.uniform(key, (n, *space.shape), jnp.float32, low, high)
+
+    def _split(self, key: Array) -> Array:
+        return jax.random.split(_as_typed_key(key), self._num_envs)
+
+    def reset(self, key: Array) -> tuple[VecEnvState, Array]:
+        raise NotImplementedError
+
+    def step(self, state: VecEnvState, action: Array, key: Array) -> tuple[VecEnvState, TimeStep]:
+        raise NotImplementedError
+
+
+class GymnaxVecEnv(VecEnv):
+    family = "gymnax"
+
+    def __init__(self, name, num_envs, opts, spec):
+        super().__init__(name, num_envs, opts, spec)
+        self._env, self._params = _gymnax_env(name, opts)
+
+    def reset(self, key):
+        env, params = self._env, self._params
+
+        def one(k):
+            obs, s = env.reset_env(k, params)
+            return jnp.asarray(obs, jnp.float32), s
+
+        obs, env_state = jax.vmap(one)(self._split(key))
+        n = self._num_envs
+        state = VecEnvState(
+            env_state=env_state,
+            episode_return=jnp.zeros((n,), jnp.float32),
+            episode_length=jnp.zeros((n,), jnp.int32),
+        )
+        return state, obs
+
+    def step(self, state, action, key):
+        env, params = self._env, self._params
+        discrete = isinstance(self._spec.action_space, Discrete)
+        action = jnp.asarray(action, jnp.int32 if discrete else jnp.float32)
+        k_step, k_reset = jax.random.split(_as_typed_key(key))
+        # separate key batches: when step_env ignores its key, XLA drops that split
+        step_keys = self._split(k_step)
+        reset_keys = self._split(k_reset)
+
+        def one(s, ep_ret, ep_len, a, ks, kr):
+            obs_st, s_st, reward, terminated, _ = env.step_env(ks, s, a, params)
+            reward = jnp.asarray(reward, jnp.float32).reshape(())
+            terminated = jnp.asarray(terminated, jnp.bool_).reshape(())
+            truncated = jnp.asarray(env.is_truncated(s_st, params), jnp.bool_).reshape(()) & ~terminated
+            done = terminated | truncated
+            obs_re, s_re = env.reset_env(kr, params)
+            new_s = jax.tree.map(
+                lambda r, x: jnp.where(done, r, x).astype(jnp.result_type(x)), s_re, s_st
+            )
+            obs_st = jnp.asarray(obs_st)
+            obs = jnp.where(done, obs_re, obs_st).astype(jnp.float32)
+            ret = ep_ret + reward
+            length = ep_len + 1
+            ts = TimeStep(
+                obs=obs,
+                reward=reward,
+                terminated=terminated,
+                truncated=truncated,
+                final_obs=obs_st.astype(jnp.float32),
+                episode_return=ret,
+                episode_length=length,
+            )
+            return new_s, jnp.where(done, 0.0, ret), jnp.where(done, 0, length), ts
+
+        env_state, ep_ret, ep_len, ts = jax.vmap(one)(
+            state.env_state, state.episode_return, state.episode_length, action, step_keys, reset_keys
+        )
+        return state.replace(env_state=env_state, episode_return=ep_ret, episode_length=ep_len), ts
+
+
+def _dtypes(tree: Any) -> Any:
+    return jax.tree.map(lambda x: jnp.result_type(x), tree)
+
+
+def _cast(tree: Any, dtypes: Any) -> Any:
+    """Cast leaves to the given dtypes (brax mixes python floats / weak types)."""
+    return jax.tree.map(lambda x, d: jnp.asarray(x).astype(d), tree, dtypes)
+
+
+class BraxVecEnv(VecEnv):
+    family = "brax"
+
+    def __init__(self, name, num_envs, opts, spec):
+        super().__init__(name, num_envs, opts, spec)
+        o = dict(opts)
+        self._env = _brax_env(name, o["backend"], o.get("env_kwargs"))
+        self._episode_length = o["episode_length"]
+        self._cached = o["auto_reset"] == "cached"
+
+    def _reset_one(self, k):
+        s = self._env.reset(jax.random.key_data(k))  # brax expects raw uint32 keys
+        return s.replace(
+            obs=jnp.asarray(s.obs, jnp.float32),
+            reward=jnp.asarray(s.reward, jnp.float32),
+            done=jnp.asarray(s.done, jnp.float32),
+        )
+
+    def reset(self, key):
+        bstate = jax.vmap(self._reset_one)(self._split(key))
+        n = self._num_envs
+        init = (bstate.pipeline_state, bstate.obs) if self._cached else None
+        state = VecEnvState(
+            env_state=bstate,
+            episode_return=jnp.zeros((n,), jnp.float32),
+            episode_length=jnp.zeros((n,), jnp.int32),
+            init=init,
+        )
+        return state, bstate.obs
+
+    def step(self, state, action, key):
+        env = self._env
+        cached = self._cached
+        limit = self._episode_length
+        action = jnp.asarray(action, jnp.float32)
+        reset_keys = None if cached else self._split(key)
+
+        def one(s, ep_ret, ep_len, a, init, kr):
+            dtypes = _dtypes(s)  # before step: some brax envs mutate state.metrics in place
+            nxt = env.step(s, a)
+            reward = jnp.asarray(nxt.reward, jnp.float32).reshape(())
+            terminated = (jnp.asarray(nxt.done) > 0.5).reshape(())
+            length = ep_len + 1
+            truncated = (length >= limit) & ~terminated
+            done = terminated | truncated
+            final_obs = jnp.asarray(nxt.obs, jnp.float32)
+            nxt = _cast(nxt.replace(obs=final_obs, reward=reward), dtypes)
+            where = lambda r, x: jnp.where(done, r, x)  # noqa: E731
+            if cached:
+                init_ps, init_obs = init
+                nxt = nxt.replace(
+                    pipeline_state=jax.tree.map(where, init_ps, nxt.pipeline_state),
+                    obs=where(init_obs, nxt.obs),
+                )
+            else:
+                nxt = jax.tree.map(where, self._reset_one(kr), nxt)
+            ret = ep_ret + reward
+            ts = TimeStep(
+                obs=nxt.obs,
+                reward=reward,
+                terminated=terminated,
+                truncated=truncated,
+                final_obs=final_obs,
+                episode_return=ret,
+                episode_length=length,
+            )
+            return nxt, jnp.where(done, 0.0, ret), jnp.where(done, 0, length), ts
+
+        in_axes = (0, 0, 0, 0, 0 if cached else None, None if cached else 0)
+        bstate, ep_ret, ep_len, ts = jax.vmap(one, in_axes=in_axes)(
+            state.env_state, state.episode_return, state.episode_length, action, state.init, reset_keys
+        )
+        return state.replace(env_state=bstate, episode_return=ep_ret, episode_length=ep_len), ts
+
+
+# --------------------------------------------------------------------------- factory
+
+
+def make_env(name: str, num_envs: int, **options) -> VecEnv:
+    """Create a batched env of ``num_envs`` copies. See module docstring for options."""
+    if isinstance(num_envs, bool) or not isinstance(num_envs, (int, np.integer)) or num_envs < 1:
+        raise ValueError(f"num_envs must be a positive int, got {num_envs!r}")
+    family, canonical = _resolve(name)
+    opts = _normalize_options(family, canonical, options)
+    spec = _spec_cached(family, canonical, opts)
+    cls = GymnaxVecEnv if family == "gymnax" else BraxVecEnv
+    return cls(canonical, int(num_envs), opts, spec)

@@ -1,0 +1,209 @@
+"""Driver: many seeds × a hyperparameter grid in one compile, progress, files on disk.
+
+``run_experiment`` is what ``python -m prpo train`` calls; it is usable from Python and
+notebooks as well::
+
+    result = prpo.run_experiment(prpo.preset("ppo-cartpole"), seeds=4)
+    result.summary["final_return_mean"], result.metrics["episode_return_mean"]  # [G, S, U]
+
+The work is ``jax.vmap`` over settings (outer) and seeds (inner) of the pure training
+functions, run in equal chunks of updates so that a progress bar can move and a non-finite
+loss can stop the run between chunks without host callbacks inside the compiled loop.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import json
+import math
+import os
+import time
+from typing import Any, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from prpo.config import Config, ConfigError, Hyperparams, check_hyperparams
+from prpo.train import NonFiniteLossError, make_train
+
+__all__ = ["ExperimentResult", "grid_hyperparams", "run_experiment"]
+
+
+@dataclasses.dataclass
+class ExperimentResult:
+    summary: dict[str, Any]
+    metrics: dict[str, np.ndarray]  # name -> [G, S, U] per-update metrics
+    state: Any  # final TrainState, leaves [G, S, ...]
+    grid: list[dict[str, float]]
+
+
+def grid_hyperparams(base: Hyperparams, grid: dict[str, Sequence[float]] | None):
+    """Cartesian product of ``grid`` over ``base``: (batched Hyperparams with leaves [G], settings)."""
+    fields = {f.name for f in dataclasses.fields(Hyperparams)}
+    grid = grid or {}
+    for name in grid:
+        if name not in fields:
+            raise ConfigError(f"grid option {name!r} is not a hyperparameter; sweepable: {', '.join(sorted(fields))}")
+        if len(grid[name]) == 0:
+            raise ConfigError(f"grid option {name!r} has no values")
+    names = list(grid)
+    settings = [dict(zip(names, values)) for values in itertools.product(*(grid[n] for n in names))] or [{}]
+    leaves = {}
+    for f in dataclasses.fields(Hyperparams):
+        vals = [float(s.get(f.name, getattr(base, f.name))) for s in settings]
+        leaves[f.name] = jnp.asarray(vals, jnp.float32)
+    batched = Hyperparams(**leaves)
+    for s in settings:  # range-check every concrete setting before compiling
+        check_hyperparams(base.replace(**{k: float(v) for k, v in s.items()}))
+    return batched, settings
+
+
+def _chunking(num_updates: int, target_chunks: int = 20) -> list[int]:
+    """Split ``num_updates`` into chunks for progress reporting, compiling as few lengths as possible.
+
+    Prefers equal chunks (one compile) of a divisor of ``num_updates`` near
+    ``num_updates / target_chunks``; otherwise equal chunks plus one remainder (two compiles).
+    """
+    if num_updates <= target_chunks:
+        return [num_updates]
+    ideal = num_updates / target_chunks
+    divisors = [d for d in range(1, num_updates + 1) if num_updates % d == 0 and ideal / 3 <= d <= ideal * 3]
+    if divisors:
+        size = min(divisors, key=lambda d: abs(math.log(d / ideal)))
+        return [size] * (num_updates // size)
+    size = math.ceil(ideal)
+    full, rest = divmod(num_updates, size)
+    return [size] * full + ([rest] if rest else [])
+
+
+def _to_py(x):
+    if isinstance(x, (np.floating, np.integer)):
+        return x.item()
+    if isinstance(x, np.ndarray):
+        return x.tolist()
+    return x
+
+
+def run_experiment(
+    cfg: Config,
+    seeds: int = 1,
+    seed: int = 0,
+    grid: dict[str, Sequence[float]] | None = None,
+    out_dir: str | os.PathLike | None = None,
+    progress: bool = True,
+    chunks: int = 20,
+    network=None,
+    policy=None,
+) -> ExperimentResult:
+    """Train ``seeds`` seeds (× every ``grid`` setting) of ``cfg`` in one compile.
+
+    Writes ``summary.json`` and ``metrics.jsonl`` (one line per update, means over seeds, the
+    per-seed returns) to ``out_dir`` when given. Raises :class:`NonFiniteLossError` naming the
+    update if any run produced a non-finite loss.
+    """
+    if not isinstance(seeds, int) or seeds <= 0:
+        raise ConfigError(f"seeds must be a positive integer, got {seeds!r}")
+    t_start = time.perf_counter()
+    trainer = make_train(cfg, policy=policy, network=network)
+    hps, settings = grid_hyperparams(cfg.hp, grid)
+    n_set = len(settings)
+    keys = jax.random.split(jax.random.key(seed), seeds)
+
+    over_seeds = lambda f: jax.vmap(f, in_axes=(0, None))  # noqa: E731
+    init = jax.jit(jax.vmap(over_seeds(trainer.init), in_axes=(None, 0)))
+    sizes = _chunking(cfg.num_updates, chunks)
+    runners = {}
+    t0 = time.perf_counter()
+    state = init(keys, hps)
+    for n in sorted(set(sizes)):
+        run_n = lambda s, h, n=n: trainer.run(s, h, n)  # noqa: E731
+        fn = jax.jit(jax.vmap(jax.vmap(run_n, in_axes=(0, None)), in_axes=(0, 0)))
+        runners[n] = fn.lower(state, hps).compile()
+    jax.block_until_ready(state)
+    compile_s = time.perf_counter() - t0
+
+    bar = None
+    if progress:
+        try:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=cfg.num_updates * cfg.batch_size, unit="step", unit_scale=True, desc=f"{cfg.algo} {cfg.env}")
+        except ImportError:  # pragma: no cover
+            bar = None
+    chunks_out = []
+    t_run = time.perf_counter()
+    done = 0
+    for n in sizes:
+        state, metrics = runners[n](state, hps)
+        metrics = jax.device_get(metrics)
+        chunks_out.append(metrics)
+        done += n
+        bad = np.asarray(jax.device_get(state.nonfinite_update))
+        if bar is not None:
+            bar.update(n * cfg.batch_size)
+            bar.set_postfix(ret=f"{np.nanmean(metrics['last_return'][..., -1]):.1f}")
+        if (bad >= 0).any():
+            if bar is not None:
+                bar.close()
+            g, s = np.argwhere(bad >= 0)[0]
+            raise NonFiniteLossError(
+                f"non-finite loss at update {int(bad[g, s]) + 1} of {cfg.num_updates} (seed index {s}"
+                + (f", setting {settings[g]}" if settings[g] else "")
+                + "); training stopped. Lower the learning rate, check rewards/observations for NaN or "
+                "enable normalize_obs / normalize_reward."
+            )
+    jax.block_until_ready(state)
+    run_s = time.perf_counter() - t_run
+    if bar is not None:
+        bar.close()
+
+    metrics = {k: np.concatenate([c[k] for c in chunks_out], axis=-1) for k in chunks_out[0]}
+    final = np.asarray(metrics["last_return"][..., -1])  # [G, S]
+    env_steps = cfg.num_updates * cfg.batch_size
+    total_steps = env_steps * seeds * n_set
+    summary = {
+        "algo": cfg.algo,
+        "env": cfg.env,
+        "seeds": seeds,
+        "settings": settings,
+        "num_envs": cfg.num_envs,
+        "num_updates": cfg.num_updates,
+        "env_steps": env_steps,
+        "total_env_steps": total_steps,
+        "final_return_mean": float(np.nanmean(final)),
+        "final_return_std": float(np.nanstd(final)),
+        "final_return_stderr": float(np.nanstd(final) / math.sqrt(max(final.size, 1))),
+        "final_returns": final[0].tolist() if n_set == 1 else final.tolist(),
+        "steps_per_s": total_steps / run_s,
+        "compile_s": compile_s,
+        "run_s": run_s,
+        "wall_s": time.perf_counter() - t_start,
+        "device": str(jax.devices()[0].device_kind),
+        "jax": jax.__version__,
+        "config": cfg.to_dict(),
+    }
+    if out_dir is not None:
+        write_outputs(out_dir, summary, metrics, cfg, settings)
+    return ExperimentResult(summary=summary, metrics=metrics, state=state, grid=settings)
+
+
+def write_outputs(out_dir, summary, metrics, cfg: Config, settings) -> None:
+    os.makedirs(out_dir, exist_ok=True)
+    with open(os.path.join(out_dir, "summary.json"), "w") as f:
+        json.dump(summary, f, indent=2, default=_to_py)
+    num_updates = metrics["update"].shape[-1]
+    with open(os.path.join(out_dir, "metrics.jsonl"), "w") as f:
+        for u in range(num_updates):
+            for g, setting in enumerate(settings):
+                row = {"update": u + 1, "env_steps": (u + 1) * cfg.batch_size}
+                if setting:
+                    row["setting"] = setting
+                for k, v in metrics.items():
+                    if k == "update":
+                        continue
+                    vals = np.asarray(v[g, :, u], dtype=np.float64)
+                    row[k] = float(np.nanmean(vals)) if np.isfinite(vals).any() else None
+                row["return_per_seed"] = [None if not np.isfinite(x) else float(x) for x in metrics["last_return"][g, :, u]]
+                f.write(json.dumps(row) + "\n")

@@ -1,0 +1,111 @@
+"""Networks: small Flax modules and the factory that builds an actor-critic.
+
+A network is injected into a policy family (brax style): any ``flax.linen.Module`` whose
+``__call__(obs) -> (policy_out, value)`` works, where ``policy_out`` is the logits ``[..., n]``
+of a categorical policy or the ``(mean, log_std)`` pair of a Gaussian one and ``value`` is
+``[...]``.  :func:`make_actor_critic` builds the standard MLP versions with orthogonal init
+(√2 hidden, 0.01 policy head, 1.0 value head), separate or shared trunk.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import flax.linen as nn
+import jax.numpy as jnp
+import numpy as np
+
+__all__ = ["ACTIVATIONS", "MLP", "ActorCritic", "make_actor_critic"]
+
+ACTIVATIONS: dict[str, Callable] = {
+    "tanh": nn.tanh,
+    "relu": nn.relu,
+    "silu": nn.silu,
+    "gelu": nn.gelu,
+    "elu": nn.elu,
+}
+
+
+def _ortho(scale: float):
+    return nn.initializers.orthogonal(scale)
+
+
+class MLP(nn.Module):
+    """Fully connected torso: ``Dense -> [LayerNorm] -> activation`` per hidden layer."""
+
+    hidden: Sequence[int]
+    activation: str = "tanh"
+    layer_norm: bool = False
+
+    @nn.compact
+    def __call__(self, x):
+        act = ACTIVATIONS[self.activation]
+        for width in self.hidden:
+            x = nn.Dense(width, kernel_init=_ortho(np.sqrt(2.0)), bias_init=nn.initializers.zeros)(x)
+            if self.layer_norm:
+                x = nn.LayerNorm()(x)
+            x = act(x)
+        return x
+
+
+class ActorCritic(nn.Module):
+    """MLP actor-critic for one observation batch ``[..., *obs_shape]``.
+
+    Observations are flattened over ``obs_ndim`` trailing axes. ``discrete`` selects a logits
+    head with ``action_dim`` outputs; otherwise a Gaussian mean head plus a state-independent
+    ``log_std`` parameter initialised to ``log_std_init``.
+    """
+
+    action_dim: int
+    discrete: bool
+    obs_ndim: int = 1
+    actor_hidden: Sequence[int] = (64, 64)
+    critic_hidden: Sequence[int] = (64, 64)
+    activation: str = "tanh"
+    shared_trunk: bool = False
+    layer_norm: bool = False
+    log_std_init: float = 0.0
+
+    @nn.compact
+    def __call__(self, obs):
+        batch_shape = obs.shape[: obs.ndim - self.obs_ndim]
+        x = obs.reshape(batch_shape + (-1,)).astype(jnp.float32)
+        if self.shared_trunk:
+            h = MLP(self.actor_hidden, self.activation, self.layer_norm, name="trunk")(x)
+            h_pi, h_v = h, h
+        else:
+            h_pi = MLP(self.actor_hidden, self.activation, self.layer_norm, name="actor")(x)
+            h_v = MLP(self.critic_hidden, self.activation, self.layer_norm, name="critic")(x)
+        value = nn.Dense(1, kernel_init=_ortho(1.0), bias_init=nn.initializers.zeros, name="value_head")(h_v)
+        head = nn.Dense(self.action_dim, kernel_init=_ortho(0.01), bias_init=nn.initializers.zeros, name="policy_head")(h_pi)
+        if self.discrete:
+            return head, value[..., 0]
+        log_std = self.param("log_std", nn.initializers.constant(self.log_std_init), (self.action_dim,))
+        return (head, jnp.broadcast_to(log_std, head.shape)), value[..., 0]
+
+
+def make_actor_critic(
+    action_dim: int,
+    discrete: bool,
+    obs_ndim: int = 1,
+    actor_hidden: Sequence[int] = (64, 64),
+    critic_hidden: Sequence[int] | None = None,
+    activation: str = "tanh",
+    shared_trunk: bool = False,
+    layer_norm: bool = False,
+    log_std_init: float = 0.0,
+) -> ActorCritic:
+    """Factory for the default :class:`ActorCritic` (the injectable default network)."""
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"activation={activation!r} is not known; allowed: {sorted(ACTIVATIONS)}")
+    return ActorCritic(
+        action_dim=action_dim,
+        discrete=discrete,
+        obs_ndim=obs_ndim,
+        actor_hidden=tuple(actor_hidden),
+        critic_hidden=tuple(critic_hidden if critic_hidden is not None else actor_hidden),
+        activation=activation,
+        shared_trunk=shared_trunk,
+        layer_norm=layer_norm,
+        log_std_init=log_std_init,
+    )

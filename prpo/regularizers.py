@@ -1,0 +1,52 @@
+"""Per-sample regularisers and value losses (to MINIMISE).
+
+Nothing is averaged and no ``stop_gradient`` is applied: targets such as
+``returns`` / ``old_values`` should already be constants (e.g. computed from
+the rollout), and reduction is left to the caller.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+__all__ = ["entropy_loss", "value_loss", "clipped_value_loss", "kl_penalty"]
+
+
+def entropy_loss(entropy: jax.Array) -> jax.Array:
+    """-entropy (minimising it maximises entropy). [...] -> [...]."""
+    return -entropy
+
+
+def value_loss(values: jax.Array, returns: jax.Array) -> jax.Array:
+    """0.5 * (values - returns)^2. [...] -> [...]."""
+    return 0.5 * jnp.square(values - returns)
+
+
+def clipped_value_loss(
+    values: jax.Array,
+    old_values: jax.Array,
+    returns: jax.Array,
+    clip_eps: float | jax.Array,
+) -> jax.Array:
+    """PPO-style clipped value loss.
+
+      v_clip = old_values + clip(values - old_values, -eps, eps)
+      L      = 0.5 * max((values - returns)^2, (v_clip - returns)^2)
+
+    Args:
+      values: current predictions V(s), [...].
+      old_values: predictions at rollout time, [...].
+      returns: targets, [...].
+      clip_eps: clip range, scalar.
+
+    Returns:
+      loss [...].
+    """
+    v_clip = old_values + jnp.clip(values - old_values, -clip_eps, clip_eps)
+    return 0.5 * jnp.maximum(jnp.square(values - returns), jnp.square(v_clip - returns))
+
+
+def kl_penalty(kl: jax.Array, coef: float | jax.Array) -> jax.Array:
+    """coef * kl. [...] -> [...]."""
+    return coef * kl

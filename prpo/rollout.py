@@ -1,0 +1,119 @@
+"""Rollout collection: one ``lax.scan`` over ``num_steps`` vectorised env steps.
+
+The trajectory is time-major (``[T, N, ...]``). Per-step episode statistics are *not* stacked:
+the scan carries the sum, sum of squares and count of the returns of episodes that finished,
+so memory does not grow with the number of envs × steps beyond the trajectory itself.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+
+__all__ = ["Transition", "EpisodeStats", "collect"]
+
+
+@flax.struct.dataclass
+class Transition:
+    """One step of a time-major trajectory (leaves ``[T, N, ...]``)."""
+
+    obs: jax.Array  # observation acted on (raw, un-normalised)
+    action: jax.Array  # action as sampled (unclipped)
+    aux: Any  # the policy family's rollout record (holds "value")
+    reward: jax.Array
+    terminated: jax.Array
+    truncated: jax.Array
+    bootstrap_value: jax.Array  # V(final observation) at truncated steps, else 0
+
+
+@flax.struct.dataclass
+class EpisodeStats:
+    """Running sums over the episodes that finished during one rollout."""
+
+    count: jax.Array
+    return_sum: jax.Array
+    return_sq_sum: jax.Array
+    length_sum: jax.Array
+
+    @staticmethod
+    def zeros() -> "EpisodeStats":
+        z = jnp.zeros((), jnp.float32)
+        return EpisodeStats(z, z, z, z)
+
+    def add(self, done, episode_return, episode_length) -> "EpisodeStats":
+        d = done.astype(jnp.float32)
+        r = jnp.where(done, episode_return, 0.0)
+        return EpisodeStats(
+            count=self.count + d.sum(),
+            return_sum=self.return_sum + r.sum(),
+            return_sq_sum=self.return_sq_sum + (r * r).sum(),
+            length_sum=self.length_sum + (d * episode_length).sum(),
+        )
+
+    def summary(self) -> dict[str, jax.Array]:
+        n = jnp.maximum(self.count, 1.0)
+        mean = self.return_sum / n
+        var = jnp.maximum(self.return_sq_sum / n - mean**2, 0.0)
+        return {
+            "episodes": self.count,
+            "episode_return_mean": mean,
+            "episode_return_std": jnp.sqrt(var),
+            "episode_length_mean": self.length_sum / n,
+        }
+
+
+def collect(
+    env,
+    policy,
+    params,
+    env_state,
+    obs,
+    key: jax.Array,
+    num_steps: int,
+    obs_transform: Callable[[jax.Array], jax.Array],
+    action_transform: Callable[[jax.Array], jax.Array],
+    bootstrap_truncation: bool = True,
+):
+    """Run ``num_steps`` steps of ``policy`` in ``env``.
+
+    Returns ``(env_state, last_obs, trajectory, episode_stats)``. ``obs_transform`` maps raw
+    observations to network inputs (learner-side normalisation, frozen during the rollout);
+    ``action_transform`` maps sampled actions to env actions (clipping to the bounds).
+    At truncated steps the critic is evaluated on the final observation (before auto-reset) to
+    bootstrap; a ``lax.cond`` skips that forward pass on the (common) steps with no truncation.
+    """
+
+    def step(carry, step_key):
+        env_state, obs, stats = carry
+        k_act, k_env = jax.random.split(step_key)
+        action, aux = policy.act(params, obs_transform(obs), k_act)
+        env_state, ts = env.step(env_state, action_transform(action), k_env)
+        if bootstrap_truncation:
+            bootstrap_value = jax.lax.cond(
+                jnp.any(ts.truncated),
+                lambda: jnp.where(ts.truncated, policy.value(params, obs_transform(ts.final_obs)), 0.0),
+                lambda: jnp.zeros(ts.reward.shape, jnp.float32),
+            )
+        else:
+            bootstrap_value = jnp.zeros(ts.reward.shape, jnp.float32)
+        terminated = ts.terminated if bootstrap_truncation else jnp.logical_or(ts.terminated, ts.truncated)
+        truncated = ts.truncated if bootstrap_truncation else jnp.zeros_like(ts.truncated)
+        done = jnp.logical_or(ts.terminated, ts.truncated)
+        stats = stats.add(done, ts.episode_return, ts.episode_length)
+        transition = Transition(
+            obs=obs,
+            action=action,
+            aux=aux,
+            reward=ts.reward.astype(jnp.float32),
+            terminated=terminated,
+            truncated=truncated,
+            bootstrap_value=bootstrap_value,
+        )
+        return (env_state, ts.obs, stats), transition
+
+    keys = jax.random.split(key, num_steps)
+    (env_state, obs, stats), traj = jax.lax.scan(step, (env_state, obs, EpisodeStats.zeros()), keys)
+    return env_state, obs, traj, stats

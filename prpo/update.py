@@ -1,0 +1,127 @@
+"""The generic on-policy update step: epochs × shuffled minibatches of a surrogate loss.
+
+``loss = mean surrogate(log_ratio, A, hp) + c_v · mean value_loss − c_e · mean entropy``
+
+Everything algorithm-specific enters as a function: the surrogate (PPO clip, dual clip,
+plain policy gradient, ...) and the policy family's ``log_ratio``. The step itself is the same
+for every on-policy algorithm.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import optax
+
+from prpo import objectives, regularizers
+from prpo.advantages import normalize
+
+__all__ = ["Batch", "SURROGATES", "make_optimizer", "make_loss", "sgd_epochs"]
+
+
+@flax.struct.dataclass
+class Batch:
+    """Flat training batch (leaves ``[B, ...]``)."""
+
+    obs: jax.Array  # network inputs (already normalised)
+    action: jax.Array
+    aux: Any  # policy family's rollout record (holds "value")
+    advantages: jax.Array
+    returns: jax.Array
+
+
+Surrogate = Callable[[jax.Array, jax.Array, Any], tuple[jax.Array, dict]]
+
+#: Named surrogates ``f(log_ratio, adv, hp) -> (per-sample loss, diagnostics)``.
+SURROGATES: dict[str, Surrogate] = {
+    "clip": lambda lr, adv, hp: objectives.ppo_clip(lr, adv, hp.clip_eps),
+    "dual_clip": lambda lr, adv, hp: objectives.dual_clip(lr, adv, hp.clip_eps, hp.dual_clip_c),
+    "pg": lambda lr, adv, hp: objectives.policy_gradient(lr, adv),
+}
+
+
+def make_optimizer(cfg, hp, num_updates: int) -> optax.GradientTransformation:
+    """Gradient clip → Adam/RMSprop → learning rate (linearly annealed per update if asked).
+
+    Built inside the traced train function so that ``hp`` leaves may be tracers (sweeps).
+    """
+    steps_per_update = cfg.update_epochs * cfg.num_minibatches
+
+    def lr_schedule(count):
+        if not cfg.anneal_lr:
+            return hp.lr
+        frac = 1.0 - (count // steps_per_update) / num_updates
+        return hp.lr * frac
+
+    if cfg.optimizer == "adam":
+        scale = optax.scale_by_adam(eps=hp.adam_eps)
+    else:  # RMSprop as in PyTorch: g / (sqrt(v) + eps)
+        scale = optax.scale_by_rms(decay=hp.rms_decay, eps=hp.adam_eps, eps_in_sqrt=False)
+    return optax.chain(
+        optax.clip_by_global_norm(hp.max_grad_norm),
+        scale,
+        optax.scale_by_learning_rate(lr_schedule),
+    )
+
+
+def make_loss(cfg, policy, surrogate: Surrogate):
+    """``loss(params, batch, hp, key) -> (loss, metrics)`` for one minibatch."""
+
+    def loss_fn(params, mb: Batch, hp, key):
+        log_ratio, extra = policy.log_ratio(params, mb.obs, mb.action, mb.aux, key)
+        adv = normalize(mb.advantages) if cfg.adv_norm == "minibatch" else mb.advantages
+        pg_loss, _ = surrogate(log_ratio, adv, hp)
+        if cfg.clip_value:
+            v_loss = regularizers.clipped_value_loss(extra["value"], mb.aux["value"], mb.returns, hp.vf_clip_eps)
+        else:
+            v_loss = regularizers.value_loss(extra["value"], mb.returns)
+        entropy = extra["entropy"]
+        pg_loss, v_loss = pg_loss.mean(), v_loss.mean()
+        loss = pg_loss + hp.vf_coef * v_loss + hp.ent_coef * regularizers.entropy_loss(entropy).mean()
+        diag = objectives.ratio_diagnostics(log_ratio, hp.clip_eps)
+        metrics = {
+            "loss": loss,
+            "pg_loss": pg_loss,
+            "value_loss": v_loss,
+            "entropy": entropy.mean(),
+            "approx_kl": diag["approx_kl"].mean(),
+            "clip_frac": diag["clipped"].mean(),
+            "ratio_dev_mean": diag["ratio_dev"].mean(),
+            "ratio_dev_max": diag["ratio_dev"].max(),
+        }
+        return loss, metrics
+
+    return loss_fn
+
+
+def sgd_epochs(cfg, loss_fn, tx: optax.GradientTransformation, params, opt_state, batch: Batch, hp, key):
+    """``update_epochs`` passes of shuffled minibatch SGD over ``batch``.
+
+    Returns ``(params, opt_state, metrics)`` with metrics averaged over all minibatch steps
+    (``ratio_dev_max`` is the maximum).
+    """
+    grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+    n_mb = cfg.num_minibatches
+    size = cfg.minibatch_size
+
+    def minibatch_step(carry, inputs):
+        params, opt_state = carry
+        mb, k = inputs
+        (_, metrics), grads = grad_fn(params, mb, hp, k)
+        updates, opt_state = tx.update(grads, opt_state, params)
+        params = optax.apply_updates(params, updates)
+        metrics["grad_norm"] = optax.global_norm(grads)
+        return (params, opt_state), metrics
+
+    def epoch(carry, k):
+        k_perm, k_loss = jax.random.split(k)
+        perm = jax.random.permutation(k_perm, n_mb * size)
+        shuffled = jax.tree.map(lambda x: jnp.take(x, perm, axis=0).reshape((n_mb, size) + x.shape[1:]), batch)
+        return jax.lax.scan(minibatch_step, carry, (shuffled, jax.random.split(k_loss, n_mb)))
+
+    (params, opt_state), metrics = jax.lax.scan(epoch, (params, opt_state), jax.random.split(key, cfg.update_epochs))
+    reduced = {k: (v.max() if k == "ratio_dev_max" else v.mean()) for k, v in metrics.items()}
+    return params, opt_state, reduced
