@@ -1,2 +1,76 @@
-"""prpo: functional policy optimisation in JAX."""
+"""prpo: functional, jit-compiled policy optimisation in JAX.
+
+The public API re-exported here is what users compose; each layer is its own module:
+``distributions``, ``advantages``, ``objectives``, ``regularizers``, ``networks``,
+``policies``, ``envs``, ``normalization``, ``rollout``, ``update``, ``train``.
+"""
+
+from prpo import (
+    advantages,
+    algorithms,
+    distributions,
+    envs,
+    networks,
+    normalization,
+    objectives,
+    policies,
+    regularizers,
+    rollout,
+    update,
+)
+from prpo.advantages import gae, lambda_returns, normalize
+from prpo.config import PRESETS, Config, ConfigError, Hyperparams, apply_overrides, preset
+from prpo.distributions import Categorical, DiagGaussian, TanhGaussian
+from prpo.envs import make_env
+from prpo.experiment import ExperimentResult, grid_hyperparams, run_experiment
+from prpo.objectives import dual_clip, policy_gradient, ppo_clip, ratio_diagnostics
+from prpo.policies import CategoricalPolicy, GaussianPolicy
+from prpo.regularizers import clipped_value_loss, entropy_loss, value_loss
+from prpo.train import NonFiniteLossError, TrainState, Trainer, evaluate, make_policy, make_train
+
 __version__ = "0.1.0"
+
+__all__ = [
+    "Categorical",
+    "CategoricalPolicy",
+    "Config",
+    "ConfigError",
+    "DiagGaussian",
+    "ExperimentResult",
+    "GaussianPolicy",
+    "Hyperparams",
+    "NonFiniteLossError",
+    "PRESETS",
+    "TanhGaussian",
+    "TrainState",
+    "Trainer",
+    "advantages",
+    "algorithms",
+    "apply_overrides",
+    "clipped_value_loss",
+    "distributions",
+    "dual_clip",
+    "entropy_loss",
+    "envs",
+    "evaluate",
+    "gae",
+    "grid_hyperparams",
+    "lambda_returns",
+    "make_env",
+    "make_policy",
+    "make_train",
+    "networks",
+    "normalization",
+    "normalize",
+    "objectives",
+    "policies",
+    "policy_gradient",
+    "ppo_clip",
+    "preset",
+    "ratio_diagnostics",
+    "regularizers",
+    "rollout",
+    "run_experiment",
+    "update",
+    "value_loss",
+]

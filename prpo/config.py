@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
+import types
 import typing
 from typing import Any
 
@@ -219,8 +220,8 @@ def _classic_continuous() -> Config:
         num_envs=16,
         num_steps=256,
         total_timesteps=1_000_000,
-        update_epochs=10,
-        num_minibatches=16,
+        update_epochs=4,
+        num_minibatches=8,
         actor_hidden=(64, 64),
         normalize_obs=True,
         normalize_reward=True,
@@ -279,12 +280,17 @@ def default_preset_name(algo: str, env: str) -> str:
     """Pick the preset whose defaults fit ``env`` (brax, MinAtar, continuous classic, else CartPole)."""
     from prpo import envs as _envs
 
-    family = _envs.env_family(env)
+    try:
+        family = _envs.env_family(env)
+        spec = _envs.env_spec(env) if family == "gymnax" else None
+    except ConfigError:
+        raise
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
     if family == "brax":
         return f"{algo}-brax"
     if env.endswith("-MinAtar"):
         return f"{algo}-minatar"
-    spec = _envs.env_spec(env)
     if not isinstance(spec.action_space, _envs.Discrete):
         return f"{algo}-classic-continuous"
     return f"{algo}-cartpole"
@@ -304,32 +310,48 @@ def _suggest(name, choices) -> str:
     return f" (did you mean {', '.join(close)}?)" if close else ""
 
 
+def _kinds(annotation: Any) -> tuple[set, bool]:
+    """(base kinds among {'int','float','bool','str','tuple'}, accepts None) of an annotation."""
+    args = typing.get_args(annotation) if typing.get_origin(annotation) in (typing.Union, types.UnionType) else (annotation,)
+    kinds, optional = set(), False
+    for a in args:
+        if a is type(None):
+            optional = True
+        elif typing.get_origin(a) is tuple or a is tuple:
+            kinds.add("tuple")
+        elif isinstance(a, type):
+            kinds.add(a.__name__)
+    return kinds, optional
+
+
 def _parse(name: str, raw: Any, annotation: Any) -> Any:
+    """Parse a CLI string for option ``name`` according to its annotation."""
     if not isinstance(raw, str):
         return raw
     text = raw.strip()
-    ann = str(annotation)
-    if text.lower() in ("none", "null") and "None" in ann:
+    kinds, optional = _kinds(annotation)
+    if optional and text.lower() in ("none", "null"):
         return None
     try:
-        if ann.startswith("tuple"):
+        if "tuple" in kinds:
             return tuple(int(float(t)) for t in text.strip("()[] ").replace(" ", ",").split(",") if t)
-        if ann.startswith("bool"):
+        if "bool" in kinds:
             low = text.lower()
             if low in ("1", "true", "yes", "on"):
                 return True
             if low in ("0", "false", "no", "off"):
                 return False
             raise ValueError(text)
-        if ann.startswith("int"):
+        if "int" in kinds:
             value = float(text)
             if value != int(value):
                 raise ValueError(text)
             return int(value)
-        if ann.startswith("float"):
+        if "float" in kinds:
             return float(text)
     except ValueError:
-        raise ConfigError(f"option {name}={raw!r}: expected a value of type {ann}") from None
+        want = "/".join(sorted(kinds)) + ("/none" if optional else "")
+        raise ConfigError(f"option {name}={raw!r}: expected a value of type {want}") from None
     return text
 
 

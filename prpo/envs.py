@@ -55,6 +55,7 @@ __all__ = [
     "make_env",
     "env_spec",
     "list_envs",
+    "env_family",
     "BRAX_BACKENDS",
     "BRAX_AUTO_RESET",
 ]
@@ -214,6 +215,11 @@ def _resolve(name: str) -> tuple[str, str]:
     raise _unknown_env(name)
 
 
+def env_family(name: str) -> str:
+    """Backend family (``"gymnax"`` or ``"brax"``) of an env name; ValueError if unknown."""
+    return _resolve(name)[0]
+
+
 def _positive_int(option: str, value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
         raise ValueError(f"option {option!r} must be a positive int, got {value!r}")
@@ -243,13 +249,13 @@ def _normalize_options(family: str, name: str, options: dict) -> tuple:
                     raise ValueError(f"option {k!r} must be a dict, got {type(v).__name__}")
                 out[k] = _freeze(v)
     else:
-        backend = options.get("backend", "mjx")
+        backend = options.get("backend") or "mjx"  # None -> default
         if backend not in BRAX_BACKENDS:
             raise ValueError(
                 f"Invalid option backend={backend!r} for brax env {name!r}; "
                 f"allowed values: {list(BRAX_BACKENDS)}."
             )
-        auto_reset = options.get("auto_reset", "cached")
+        auto_reset = options.get("auto_reset") or "cached"
         if auto_reset not in BRAX_AUTO_RESET:
             raise ValueError(
                 f"Invalid option auto_reset={auto_reset!r} for brax env {name!r}; "
@@ -287,6 +293,12 @@ def _gymnax_env(name: str, opts: tuple):
     env, params = gymnax.make(name, **_thaw_dict(o.get("env_kwargs")))
     overrides = _thaw_dict(o.get("env_params"))
     if "max_episode_steps" in o:
+        other = overrides.get("max_steps_in_episode", o["max_episode_steps"])
+        if other != o["max_episode_steps"]:
+            raise ValueError(
+                f"max_episode_steps={o['max_episode_steps']} disagrees with "
+                f"env_params['max_steps_in_episode']={other}"
+            )
         overrides["max_steps_in_episode"] = o["max_episode_steps"]
     if overrides:
         fields = {f.name for f in dataclasses.fields(params)}

@@ -113,7 +113,7 @@ def sgd_epochs(cfg, loss_fn, tx: optax.GradientTransformation, params, opt_state
         (_, metrics), grads = grad_fn(params, mb, hp, k)
         updates, opt_state = tx.update(grads, opt_state, params)
         params = optax.apply_updates(params, updates)
-        metrics["grad_norm"] = optax.global_norm(grads)
+        metrics["grad_norm"] = jnp.sqrt(sum(jnp.sum(jnp.square(g)) for g in jax.tree.leaves(grads)))
         return (params, opt_state), metrics
 
     def epoch(carry, k):

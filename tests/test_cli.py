@@ -1,0 +1,94 @@
+"""Command line: help, bad options (clear one-line errors, before compiling), outputs on disk."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from prpo import cli
+from prpo.config import Config, option_names
+
+
+def _run_main(argv, capsys):
+    with pytest.raises(SystemExit) as exc:
+        cli.main(argv)
+    captured = capsys.readouterr()
+    return exc.value.code, captured.out, captured.err
+
+
+def test_train_help_documents_every_option_with_default(capsys):
+    code, out, _ = _run_main(["train", "--help"], capsys)
+    assert code == 0
+    for flag in ("--env", "--seeds", "--num-envs", "--total-steps", "--set", "--out", "--grid", "--preset", "--seed"):
+        assert flag in out
+    assert "(default: CartPole-v1)" in out and "(default: 1)" in out and "(default: ppo)" in out
+
+
+def test_list_names_algorithms_presets_envs_and_options(capsys):
+    assert cli.main(["list"]) == 0
+    out = capsys.readouterr().out
+    for word in ("ppo", "ppo-cartpole", "ppo-brax", "CartPole-v1", "Breakout-MinAtar", "ant", "num_minibatches", "clip_eps"):
+        assert word in out
+    assert set(option_names()) >= {"lr", "num_envs", "normalize_obs"}
+
+
+@pytest.mark.parametrize(
+    "argv, needle",
+    [
+        (["train", "nope"], "unknown algorithm 'nope'"),
+        (["train", "--env", "CartPoel-v1"], "Unknown environment 'CartPoel-v1'"),
+        (["train", "--num-envs", "3", "--set", "num_steps=5"], "not divisible by num_minibatches=4"),
+        (["train", "--env", "Pendulum-v1", "--set", "distribution=categorical"], "distribution='categorical'"),
+        (["train", "--num-envs", "0"], "num_envs must be a positive integer"),
+        (["train", "--num-envs", "-4"], "num_envs must be a positive integer"),
+        (["train", "--set", "learning_rate=1e-3"], "unknown option 'learning_rate'"),
+        (["train", "--set", "lr=-1"], "hyperparameter lr=-1.0 must be > 0"),
+        (["train", "--set", "objective=trpo"], "objective='trpo' is not allowed; allowed values: 'clip', 'dual_clip', 'pg'"),
+        (["train", "--set", "num_envs=abc"], "option num_envs='abc': expected a value of type int"),
+        (["train", "--seeds", "0"], "--seeds must be a positive integer"),
+        (["train", "--total-steps", "100"], "total_timesteps=100 is smaller than one update's batch"),
+        (["train", "--grid", "num_envs=1,2"], "not a hyperparameter"),
+        (["train", "--set", "env_backend=mjx"], "applies to brax envs only"),
+    ],
+)
+def test_bad_options_give_one_clear_line(argv, needle, capsys):
+    code, out, err = _run_main(argv, capsys)
+    assert code == 2
+    assert err.startswith("prpo: error: ")
+    assert needle in err, err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_set_parses_types():
+    from prpo.config import apply_overrides
+
+    cfg = apply_overrides(Config(), {"actor_hidden": "32,16", "anneal_lr": "false", "lr": "3e-4", "total_timesteps": "1e5"})
+    assert cfg.actor_hidden == (32, 16) and cfg.anneal_lr is False and cfg.hp.lr == 3e-4 and cfg.total_timesteps == 100000
+
+
+def test_train_writes_summary_and_metrics(tmp_path):
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "prpo", "train", "ppo", "--env", "CartPole-v1", "--seeds", "2", "--num-envs", "4",
+           "--total-steps", "2048", "--set", "num_steps=64", "--out", str(out), "--no-progress"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env={**os.environ, "JAX_PLATFORMS": "cpu"})
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads((out / "summary.json").read_text())
+    for key in ("algo", "env", "seeds", "env_steps", "final_return_mean", "final_returns", "steps_per_s", "compile_s", "wall_s"):
+        assert key in summary
+    assert summary["algo"] == "ppo" and summary["env"] == "CartPole-v1" and summary["seeds"] == 2
+    assert summary["env_steps"] == 2048 and len(summary["final_returns"]) == 2
+    assert summary["config"]["num_steps"] == 64
+    lines = (out / "metrics.jsonl").read_text().splitlines()
+    assert len(lines) == 2048 // (4 * 64)
+    rows = [json.loads(line) for line in lines]
+    assert [r["update"] for r in rows] == list(range(1, 9))
+    assert rows[-1]["env_steps"] == 2048
+    for key in ("episode_return_mean", "episode_return_std", "loss", "approx_kl", "clip_frac", "entropy"):
+        assert key in rows[-1]
+    assert len(rows[-1]["return_per_seed"]) == 2
+    # the run's final return is the mean of the per-seed final returns
+    assert summary["final_return_mean"] == pytest.approx(sum(summary["final_returns"]) / 2)
+    # CartPole returns are episode lengths: between 8 and 500
+    assert all(8 <= r <= 500 for r in summary["final_returns"])

@@ -1,0 +1,291 @@
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from prpo.envs import (
+    Box,
+    Discrete,
+    EnvSpec,
+    TimeStep,
+    VecEnv,
+    env_family,
+    env_spec,
+    list_envs,
+    make_env,
+)
+
+
+def _random_policy(env, obs, key):
+    return env.sample_actions(key)
+
+
+def _bang_bang_policy(env, obs, key):
+    return jnp.sign(env.sample_actions(key))  # +-1: topples the brax pendulum quickly
+
+
+def _balance_policy(env, obs, key):
+    # keeps CartPole upright for hundreds of steps
+    return (obs[:, 2] + obs[:, 3] > 0).astype(jnp.int32)
+
+
+@functools.partial(jax.jit, static_argnames=("env", "num_steps", "policy"))
+def rollout(env, key, num_steps, policy=_random_policy):
+    """reset + scan(step); returns (obs0, final state, stacked TimeStep [T, N, ...])."""
+    k_reset, k_run = jax.random.split(key)
+    state, obs0 = env.reset(k_reset)
+
+    def body(carry, k):
+        state, obs = carry
+        k_act, k_step = jax.random.split(k)
+        state, ts = env.step(state, policy(env, obs, k_act), k_step)
+        return (state, ts.obs), ts
+
+    (state, _), traj = jax.lax.scan(body, (state, obs0), jax.random.split(k_run, num_steps))
+    return obs0, state, traj
+
+
+def _np(tree):
+    return jax.tree.map(np.asarray, tree)
+
+
+def _python_episode_stats(traj):
+    """Accumulate rewards / steps from the TimeStep stream; check stats at every done."""
+    T, N = traj.reward.shape
+    ret = np.zeros(N)
+    length = np.zeros(N, np.int64)
+    n_done = 0
+    for t in range(T):
+        ret += traj.reward[t]
+        length += 1
+        done = traj.terminated[t] | traj.truncated[t]
+        # running totals everywhere, final totals where done
+        np.testing.assert_allclose(traj.episode_return[t], ret, rtol=1e-5)
+        np.testing.assert_array_equal(traj.episode_length[t], length)
+        n_done += done.sum()
+        ret[done] = 0.0
+        length[done] = 0
+    return n_done
+
+
+def _check_final_obs(traj):
+    done = traj.terminated | traj.truncated
+    same = np.all(traj.final_obs == traj.obs, axis=tuple(range(2, traj.obs.ndim)))
+    assert same[~done].all(), "final_obs must equal obs where not done"
+    assert not same[done].any(), "obs must be reset where done"
+
+
+# --------------------------------------------------------------------------- gymnax
+
+
+@pytest.fixture(scope="module")
+def cartpole_traj():
+    env = make_env("CartPole-v1", 4)
+    obs0, state, traj = rollout(env, jax.random.key(0), 600)
+    return env, _np(obs0), state, _np(traj)
+
+
+def test_cartpole_spec_and_shapes(cartpole_traj):
+    env, obs0, state, traj = cartpole_traj
+    assert isinstance(env, VecEnv)
+    assert env.spec == EnvSpec("CartPole-v1", (4,), Discrete(2), 500)
+    assert env.spec == env_spec("CartPole-v1")
+    assert obs0.shape == (4, 4) and obs0.dtype == np.float32
+    assert isinstance(traj, TimeStep)
+    assert traj.obs.shape == traj.final_obs.shape == (600, 4, 4)
+    assert traj.obs.dtype == traj.final_obs.dtype == np.float32
+    assert traj.reward.dtype == np.float32 and traj.reward.shape == (600, 4)
+    assert traj.terminated.dtype == traj.truncated.dtype == np.bool_
+    assert traj.episode_return.dtype == np.float32
+    assert traj.episode_length.dtype == np.int32
+    assert state.episode_return.shape == state.episode_length.shape == (4,)
+
+
+def test_cartpole_final_obs_and_reset(cartpole_traj):
+    _, _, _, traj = cartpole_traj
+    done = traj.terminated | traj.truncated
+    assert done.sum() > 20  # random policy: many episodes
+    _check_final_obs(traj)
+    # reset observations are fresh CartPole starts in [-0.05, 0.05]
+    assert np.all(np.abs(traj.obs[done]) <= 0.05)
+    # the final observation of a terminated episode is out of bounds
+    term_obs = traj.final_obs[traj.terminated]
+    assert np.all((np.abs(term_obs[:, 0]) > 2.4) | (np.abs(term_obs[:, 2]) > 12 * 2 * np.pi / 360))
+
+
+def test_cartpole_episode_stats_match_python(cartpole_traj):
+    _, _, state, traj = cartpole_traj
+    assert _python_episode_stats(traj) == (traj.terminated | traj.truncated).sum()
+    np.testing.assert_array_equal(traj.reward, 1.0)
+    done = traj.terminated | traj.truncated
+    np.testing.assert_allclose(traj.episode_return[done], traj.episode_length[done])
+    # the state carries the running stats of the ongoing episodes
+    np.testing.assert_array_equal(np.where(done[-1], 0, traj.episode_length[-1]), state.episode_length)
+
+
+def test_terminated_truncated_exclusive(cartpole_traj):
+    _, _, _, traj = cartpole_traj
+    assert not np.any(traj.terminated & traj.truncated)
+
+
+def test_pendulum_truncation_at_max_episode_steps():
+    env = make_env("Pendulum-v1", 3, max_episode_steps=20)
+    assert env.spec.max_episode_steps == 20
+    assert env.spec.action_space == Box(-2.0, 2.0, (1,))
+    _, _, traj = _np(rollout(env, jax.random.key(1), 70))
+    assert not traj.terminated.any()
+    t_done = np.nonzero(traj.truncated[:, 0])[0]
+    np.testing.assert_array_equal(t_done, [19, 39, 59])
+    assert np.all(traj.truncated == traj.truncated[:, :1])  # all envs truncate together
+    np.testing.assert_array_equal(traj.episode_length[traj.truncated], 20)
+    _python_episode_stats(traj)
+    _check_final_obs(traj)
+
+
+def test_cartpole_truncation_with_balancing_policy():
+    env = make_env("CartPole-v1", 4, max_episode_steps=20)
+    _, _, traj = _np(rollout(env, jax.random.key(2), 100, policy=_balance_policy))
+    assert not traj.terminated.any()
+    assert traj.truncated.sum() == 4 * 5
+    np.testing.assert_array_equal(traj.episode_length[traj.truncated], 20)
+    np.testing.assert_array_equal(traj.episode_return[traj.truncated], 20.0)
+    _check_final_obs(traj)
+
+
+def test_vmap_over_seeds_equals_single_runs():
+    env = make_env("CartPole-v1", 3)
+    keys = jax.random.split(jax.random.key(7), 2)
+    run = lambda k: rollout(env, k, 60)  # noqa: E731
+    batched = _np(jax.jit(jax.vmap(run))(keys))
+    for i in range(2):
+        single = _np(run(keys[i]))
+        jax.tree.map(
+            lambda b, s: np.testing.assert_allclose(b[i], s, rtol=1e-6, atol=1e-6), batched, single
+        )
+    # the batched state has both the seed and the env axis
+    state, obs = jax.vmap(env.reset)(keys)
+    assert obs.shape == (2, 3, 4) and state.episode_length.shape == (2, 3)
+
+
+def test_minatar_obs_cast_to_float32():
+    env = make_env("Breakout-MinAtar", 2)
+    assert env.spec.obs_shape == (10, 10, 4)
+    assert env.spec.action_space == Discrete(3)
+    state, obs = jax.jit(env.reset)(jax.random.key(0))
+    assert obs.dtype == jnp.float32 and obs.shape == (2, 10, 10, 4)
+    state, ts = jax.jit(env.step)(state, jnp.zeros((2,), jnp.int32), jax.random.key(1))
+    assert ts.obs.dtype == ts.final_obs.dtype == jnp.float32
+
+
+def test_raw_uint32_keys_accepted():
+    env = make_env("CartPole-v1", 2)
+    s1, o1 = env.reset(jax.random.key(3))
+    s2, o2 = env.reset(jax.random.key_data(jax.random.key(3)))
+    np.testing.assert_array_equal(o1, o2)
+
+
+def test_vecenv_hashable_and_specs():
+    a = make_env("CartPole-v1", 8)
+    b = make_env("gymnax/CartPole-v1", 8)
+    assert a == b and hash(a) == hash(b)
+    assert a != make_env("CartPole-v1", 4)
+    assert a != make_env("CartPole-v1", 8, max_episode_steps=20)
+    spec = env_spec("MountainCarContinuous-v0")
+    assert spec.action_space == Box(-1.0, 1.0, (1,)) and spec.obs_shape == (2,)
+    hash(spec)
+    names = list_envs()
+    assert set(names) == {"gymnax", "brax"}
+    assert "CartPole-v1" in names["gymnax"] and "Breakout-MinAtar" in names["gymnax"]
+    assert {"ant", "hopper", "halfcheetah", "humanoid", "walker2d", "inverted_pendulum"} <= set(names["brax"])
+    assert env_family("CartPole-v1") == env_family("gymnax/Breakout-MinAtar") == "gymnax"
+    assert env_family("ant") == env_family("brax/hopper") == "brax"
+    with pytest.raises(ValueError, match="CartPole-v1"):
+        env_family("Cartpole")
+
+
+# --------------------------------------------------------------------------- errors
+
+
+def test_unknown_env_error():
+    with pytest.raises(ValueError) as e:
+        make_env("CartPole-v2", 4)
+    msg = str(e.value)
+    assert "CartPole-v2" in msg and "Did you mean 'CartPole-v1'" in msg
+    assert "Pendulum-v1" in msg and "inverted_pendulum" in msg and "halfcheetah" in msg
+    with pytest.raises(ValueError, match="'brax/ants'.*brax/ant"):
+        env_spec("brax/ants")
+
+
+def test_bad_options_errors():
+    with pytest.raises(ValueError, match=r"backend='physx'.*mjx.*positional.*generalized.*spring"):
+        make_env("ant", 4, backend="physx")
+    with pytest.raises(ValueError, match=r"auto_reset='sometimes'.*cached.*fresh"):
+        env_spec("hopper", auto_reset="sometimes")
+    with pytest.raises(ValueError, match=r"backend"):
+        make_env("CartPole-v1", 4, backend="mjx")  # brax-only option
+    with pytest.raises(ValueError, match=r"frobnicate"):
+        make_env("CartPole-v1", 4, frobnicate=True)
+    with pytest.raises(ValueError, match=r"episode_length.*max_episode_steps"):
+        env_spec("ant", episode_length=10, max_episode_steps=20)
+    with pytest.raises(ValueError, match="num_envs"):
+        make_env("CartPole-v1", 0)
+
+
+# --------------------------------------------------------------------------- brax
+
+
+BRAX_T, BRAX_N, BRAX_LEN = 30, 8, 12
+
+
+@pytest.fixture(scope="module", params=["cached", "fresh"])
+def brax_traj(request):
+    env = make_env(
+        "brax/inverted_pendulum", BRAX_N, backend="positional", episode_length=BRAX_LEN,
+        auto_reset=request.param,
+    )
+    obs0, state, traj = rollout(env, jax.random.key(0), BRAX_T, policy=_bang_bang_policy)
+    return request.param, env, _np(obs0), state, _np(traj)
+
+
+def test_brax_spec():
+    spec = env_spec("inverted_pendulum", backend="positional", max_episode_steps=BRAX_LEN)
+    assert spec == EnvSpec("inverted_pendulum", (4,), Box(-1.0, 1.0, (1,)), BRAX_LEN)
+    assert env_spec("brax/inverted_pendulum", backend="positional").max_episode_steps == 1000
+    a = make_env("inverted_pendulum", 2, backend="positional", max_episode_steps=5)
+    b = make_env("brax/inverted_pendulum", 2, backend="positional", episode_length=5)
+    assert a == b
+
+
+def test_brax_rollout(brax_traj):
+    mode, env, obs0, state, traj = brax_traj
+    assert traj.obs.shape == (BRAX_T, BRAX_N, 4) and traj.obs.dtype == np.float32
+    assert traj.reward.dtype == np.float32
+    np.testing.assert_array_equal(traj.reward, 1.0)
+    assert traj.terminated.any(), "random +-1 actions should topple some pendulums"
+    assert traj.truncated.any()
+    assert not np.any(traj.terminated & traj.truncated)
+    np.testing.assert_array_equal(traj.episode_length[traj.truncated], BRAX_LEN)
+    assert np.all(traj.episode_length[traj.terminated] <= BRAX_LEN)
+    assert np.all(traj.episode_length <= BRAX_LEN)
+    _python_episode_stats(traj)
+    _check_final_obs(traj)
+    # terminal observations have the pole beyond 0.2 rad
+    assert np.all(np.abs(traj.final_obs[traj.terminated][:, 1]) > 0.2)
+
+
+def test_brax_auto_reset_modes(brax_traj):
+    mode, env, obs0, state, traj = brax_traj
+    done = traj.terminated | traj.truncated
+    t_idx, n_idx = np.nonzero(done)
+    reset_obs = traj.obs[t_idx, n_idx]
+    if mode == "cached":
+        # reset to the env's cached initial state
+        np.testing.assert_array_equal(reset_obs, obs0[n_idx])
+        assert state.init is not None
+    else:
+        # a fresh random initial state (small noise around 0)
+        assert not np.any(np.all(reset_obs == obs0[n_idx], axis=-1))
+        assert np.all(np.abs(reset_obs) <= 0.01 + 1e-6)
+        assert state.init is None
