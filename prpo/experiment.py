@@ -96,6 +96,7 @@ def run_experiment(
     chunks: int = 20,
     network=None,
     policy=None,
+    surrogate=None,
 ) -> ExperimentResult:
     """Train ``seeds`` seeds (× every ``grid`` setting) of ``cfg`` in one compile.
 
@@ -106,7 +107,7 @@ def run_experiment(
     if not isinstance(seeds, int) or seeds <= 0:
         raise ConfigError(f"seeds must be a positive integer, got {seeds!r}")
     t_start = time.perf_counter()
-    trainer = make_train(cfg, policy=policy, network=network)
+    trainer = make_train(cfg, policy=policy, network=network, surrogate=surrogate)
     hps, settings = grid_hyperparams(cfg.hp, grid)
     n_set = len(settings)
     keys = jax.random.split(jax.random.key(seed), seeds)

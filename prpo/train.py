@@ -135,17 +135,20 @@ class Trainer:
         return self.config.num_updates
 
 
-def make_train(cfg: Config, policy=None, network=None) -> Trainer:
+def make_train(cfg: Config, policy=None, network=None, surrogate=None) -> Trainer:
     """Build the pure training functions for ``cfg`` (validated here, before any compile).
 
     ``policy``: a policy family (see :mod:`prpo.policies`); ``network``: a Flax module for the
-    default family. Both default from the config and the env's action space.
+    default family. Both default from the config and the env's action space. ``surrogate``:
+    any ``f(log_ratio, adv, hp) -> (per-sample loss, diagnostics)``; defaults to
+    ``SURROGATES[cfg.objective]``.
     """
     spec = check_env(cfg)
     env = envs_lib.make_env(cfg.env, cfg.num_envs, **_env_options(cfg))
     if policy is None:
         policy = make_policy(cfg, spec, network)
-    surrogate = SURROGATES[cfg.objective]
+    if surrogate is None:
+        surrogate = SURROGATES[cfg.objective]
     num_updates = cfg.num_updates
     loss_fn = make_loss(cfg, policy, surrogate)
 

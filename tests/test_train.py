@@ -168,3 +168,27 @@ def test_ppo_learns_pendulum():
     result = run_experiment(cfg, seeds=4, progress=False)
     final = np.asarray(result.summary["final_returns"])
     assert final.mean() >= -250, final
+
+
+def test_brax_env_trains_end_to_end():
+    """A brax env (positional backend) through the whole loop: time limit, normalisers, metrics."""
+    cfg = preset(
+        "ppo-brax", env="inverted_pendulum", env_backend="positional", num_envs=16, num_steps=8,
+        total_timesteps=16 * 8 * 3, num_minibatches=4, update_epochs=2, episode_length=5, actor_hidden=(32, 32),
+    )
+    result = run_experiment(cfg, seeds=2, progress=False)
+    m = result.metrics
+    assert m["loss"].shape == (1, 2, 3)
+    for k in ("loss", "value_loss", "entropy", "approx_kl", "grad_norm"):
+        assert np.isfinite(m[k]).all(), k
+    # time limit of 5 steps inside the training loop: no episode is longer; the pole does not fall
+    # within 5 steps, so episodes end at global steps 5, 10, 15, 20 -> rollouts of 8 steps see 1, 2, 1 ends
+    assert (m["episode_length_mean"] <= 5.0 + 1e-6).all()
+    np.testing.assert_array_equal(m["episodes"][0], [[16, 32, 16]] * 2)
+    # inverted_pendulum pays +1 per step: a finished episode's return equals its length
+    np.testing.assert_allclose(m["episode_return_mean"], m["episode_length_mean"], rtol=1e-5)
+    # the observation normaliser saw every observation of the 3 rollouts
+    np.testing.assert_allclose(np.asarray(result.state.obs_rms.count)[0], 3 * 16 * 8 + 1e-4, rtol=1e-6)
+    # the two seeds differ, and the Gaussian policy's actions were stored unclipped (log-std head exists)
+    assert not np.allclose(m["loss"][0, 0], m["loss"][0, 1])
+    assert "log_std" in result.state.params["params"]
