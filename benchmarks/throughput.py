@@ -67,6 +67,11 @@ def case_config(name: str, args):
         overrides.update(env_backend=args.brax_backend, total_timesteps=args.brax_steps)
         setting += f", {args.brax_steps / 1e6:g}M steps, {args.brax_backend} backend"
     cfg = preset(preset_name, **overrides)
+    if args.set:  # extra overrides for every case (KEY=VALUE strings, as the CLI's --set)
+        from prpo.config import apply_overrides
+
+        cfg = apply_overrides(cfg, dict(kv.split("=", 1) for kv in args.set))
+        setting += ", " + ", ".join(args.set)
     if args.quick:  # 1/64 of the envs and seeds, at most 8 updates (2 for brax)
         num_envs, seeds = max(4, cfg.num_envs // 64), max(1, seeds // 64)
         updates = min(cfg.num_updates, 2 if name.startswith("brax-") else 8)
@@ -132,7 +137,11 @@ def run_isolated(name: str, args) -> dict:
     """Run one case in a fresh Python process (own device memory and peak statistics)."""
     cmd = [sys.executable, os.path.abspath(__file__), "--worker", name,
            "--brax-backend", args.brax_backend, "--brax-steps", str(args.brax_steps)] + (["--quick"] if args.quick else [])
-    proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    cmd += [f"--set={kv}" for kv in args.set]
+    try:
+        proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=args.timeout)
+    except subprocess.TimeoutExpired:  # the child is killed; seen once on CPU: an XLA thread-pool hang
+        return {"case": name, "setting": CASES[name][3], "error": f"timed out after {args.timeout:g} s"}
     for line in reversed(proc.stdout.splitlines()):
         if line.startswith("RESULT "):
             return json.loads(line[len("RESULT "):])
@@ -170,8 +179,10 @@ def main(argv=None) -> int:
     p.add_argument("--brax-backend", default="positional", choices=("positional", "mjx", "generalized", "spring"))
     p.add_argument("--brax-steps", type=int, default=4_100_000, help="env steps of the brax cases (anchor: 4.1M)")
     p.add_argument("--quick", action="store_true", help="shrink every case (CPU smoke test)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override an option in every case")
     p.add_argument("--out", default=None, help="JSON output (default: benchmarks/results/throughput-<device>.json)")
     p.add_argument("--in-process", action="store_true", help="run cases in this process (peak memory is cumulative)")
+    p.add_argument("--timeout", type=float, default=1800, help="seconds per case before it is killed and reported as an error")
     p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
 
