@@ -68,6 +68,8 @@ _CHOICES = {
     "activation": ("tanh", "relu", "silu", "gelu", "elu"),
     "env_backend": (None, "mjx", "positional", "generalized", "spring"),
     "brax_reset": ("cached", "fresh"),
+    "truncation_value": ("always", "cond"),
+    "shuffle": ("samples", "envs"),
 }
 
 
@@ -101,6 +103,9 @@ class Config:
     obs_clip: float = 10.0
     reward_clip: float = 10.0
     bootstrap_truncation: bool = True  # False reproduces the truncation-as-termination bug
+    truncation_value: str = "always"  # V(final obs): "always" computed (no host sync) or under lax.cond
+    shuffle: str = "samples"  # minibatches of shuffled samples, or of whole env trajectories ("envs")
+    unroll: int = 4  # lax.scan unroll of the rollout and GAE loops (fewer loop trips on GPU)
     hp: Hyperparams = dataclasses.field(default_factory=Hyperparams)
 
     def __post_init__(self):
@@ -108,7 +113,7 @@ class Config:
             value = getattr(self, name)
             if value not in allowed:
                 raise ConfigError(f"{name}={value!r} is not allowed; allowed values: {_fmt(allowed)}")
-        for name in ("num_envs", "num_steps", "total_timesteps", "update_epochs", "num_minibatches"):
+        for name in ("num_envs", "num_steps", "total_timesteps", "update_epochs", "num_minibatches", "unroll"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
                 raise ConfigError(f"{name} must be a positive integer, got {value!r}")
@@ -125,6 +130,11 @@ class Config:
                 f"num_envs × num_steps = {self.num_envs} × {self.num_steps} = {self.batch_size} is not divisible "
                 f"by num_minibatches={self.num_minibatches}; choose num_minibatches among the divisors of "
                 f"{self.batch_size} (e.g. {_divisors_hint(self.batch_size)})"
+            )
+        if self.shuffle == "envs" and self.num_envs % self.num_minibatches:
+            raise ConfigError(
+                f"shuffle='envs' splits the envs into minibatches: num_envs={self.num_envs} is not divisible by "
+                f"num_minibatches={self.num_minibatches}; use shuffle='samples' or a divisor of num_envs"
             )
         if self.total_timesteps < self.batch_size:
             raise ConfigError(

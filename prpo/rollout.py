@@ -76,6 +76,8 @@ def collect(
     obs_transform: Callable[[jax.Array], jax.Array],
     action_transform: Callable[[jax.Array], jax.Array],
     bootstrap_truncation: bool = True,
+    truncation_value: str = "always",
+    unroll: int = 1,
 ):
     """Run ``num_steps`` steps of ``policy`` in ``env``.
 
@@ -83,7 +85,10 @@ def collect(
     observations to network inputs (learner-side normalisation, frozen during the rollout);
     ``action_transform`` maps sampled actions to env actions (clipping to the bounds).
     At truncated steps the critic is evaluated on the final observation (before auto-reset) to
-    bootstrap; a ``lax.cond`` skips that forward pass on the (common) steps with no truncation.
+    bootstrap. ``truncation_value="always"`` evaluates it every step (a small extra forward
+    pass, no device-to-host synchronisation: best on accelerators); ``"cond"`` skips it under a
+    ``lax.cond`` on steps where no env truncated (cheaper on CPU, but the predicate costs a
+    synchronisation per step on GPU, and under ``vmap`` both branches run anyway).
     """
 
     def step(carry, step_key):
@@ -91,11 +96,12 @@ def collect(
         k_act, k_env = jax.random.split(step_key)
         action, aux = policy.act(params, obs_transform(obs), k_act)
         env_state, ts = env.step(env_state, action_transform(action), k_env)
-        if bootstrap_truncation:
+        final_value = lambda: jnp.where(ts.truncated, policy.value(params, obs_transform(ts.final_obs)), 0.0)  # noqa: E731
+        if bootstrap_truncation and truncation_value == "always":
+            bootstrap_value = final_value()
+        elif bootstrap_truncation:
             bootstrap_value = jax.lax.cond(
-                jnp.any(ts.truncated),
-                lambda: jnp.where(ts.truncated, policy.value(params, obs_transform(ts.final_obs)), 0.0),
-                lambda: jnp.zeros(ts.reward.shape, jnp.float32),
+                jnp.any(ts.truncated), final_value, lambda: jnp.zeros(ts.reward.shape, jnp.float32)
             )
         else:
             bootstrap_value = jnp.zeros(ts.reward.shape, jnp.float32)
@@ -115,5 +121,5 @@ def collect(
         return (env_state, ts.obs, stats), transition
 
     keys = jax.random.split(key, num_steps)
-    (env_state, obs, stats), traj = jax.lax.scan(step, (env_state, obs, EpisodeStats.zeros()), keys)
+    (env_state, obs, stats), traj = jax.lax.scan(step, (env_state, obs, EpisodeStats.zeros()), keys, unroll=unroll)
     return env_state, obs, traj, stats

@@ -118,8 +118,19 @@ def sgd_epochs(cfg, loss_fn, tx: optax.GradientTransformation, params, opt_state
 
     def epoch(carry, k):
         k_perm, k_loss = jax.random.split(k)
-        perm = jax.random.permutation(k_perm, n_mb * size)
-        shuffled = jax.tree.map(lambda x: jnp.take(x, perm, axis=0).reshape((n_mb, size) + x.shape[1:]), batch)
+        if cfg.shuffle == "samples":  # a permutation of all T·N samples
+            perm = jax.random.permutation(k_perm, n_mb * size)
+            shuffled = jax.tree.map(lambda x: jnp.take(x, perm, axis=0).reshape((n_mb, size) + x.shape[1:]), batch)
+        else:  # "envs": a permutation of the N env trajectories, each minibatch whole trajectories
+            n_envs = cfg.num_envs
+            perm = jax.random.permutation(k_perm, n_envs)
+
+            def split(x):
+                x = x.reshape((-1, n_envs) + x.shape[1:])  # [T, N, ...] (the batch is time-major)
+                x = jnp.take(x, perm, axis=1).reshape((x.shape[0], n_mb, n_envs // n_mb) + x.shape[2:])
+                return jnp.swapaxes(x, 0, 1).reshape((n_mb, size) + x.shape[3:])
+
+            shuffled = jax.tree.map(split, batch)
         return jax.lax.scan(minibatch_step, carry, (shuffled, jax.random.split(k_loss, n_mb)))
 
     (params, opt_state), metrics = jax.lax.scan(epoch, (params, opt_state), jax.random.split(key, cfg.update_epochs))

@@ -192,3 +192,17 @@ def test_brax_env_trains_end_to_end():
     # the two seeds differ, and the Gaussian policy's actions were stored unclipped (log-std head exists)
     assert not np.allclose(m["loss"][0, 0], m["loss"][0, 1])
     assert "log_std" in result.state.params["params"]
+
+
+def test_env_shuffle_is_a_permutation_of_the_batch():
+    """With one full-batch minibatch the loss is order-free: shuffle='envs' must equal shuffle='samples'."""
+    base = TINY.replace(num_minibatches=1, update_epochs=1, total_timesteps=TINY.batch_size * 2)
+    outs = []
+    for shuffle in ("samples", "envs"):
+        trainer = make_train(base.replace(shuffle=shuffle))
+        state, metrics = jax.jit(trainer.train)(jax.random.key(0), base.hp)
+        outs.append((state.params, metrics["loss"]))
+    _allclose_trees(outs[0][0], outs[1][0], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(outs[0][1], outs[1][1], rtol=1e-5)
+    with pytest.raises(ConfigError, match="shuffle='envs'"):
+        TINY.replace(shuffle="envs", num_envs=6, num_minibatches=4, num_steps=16)
