@@ -105,7 +105,7 @@ class Config:
     bootstrap_truncation: bool = True  # False reproduces the truncation-as-termination bug
     truncation_value: str = "always"  # V(final obs): "always" computed (no host sync) or under lax.cond
     shuffle: str = "samples"  # minibatches of shuffled samples, or of whole env trajectories ("envs")
-    unroll: int = 4  # lax.scan unroll of the rollout and GAE loops (fewer loop trips on GPU)
+    unroll: int = 8  # lax.scan unroll of the rollout and GAE loops (fewer loop trips on GPU)
     hp: Hyperparams = dataclasses.field(default_factory=Hyperparams)
 
     def __post_init__(self):
