@@ -252,6 +252,7 @@ def _brax() -> Config:
         anneal_lr=False,
         normalize_obs=True,
         normalize_reward=True,
+        unroll=1,  # physics dominates the rollout; unrolling it only multiplies compile time
         hp=Hyperparams(lr=3e-4, ent_coef=0.0),
     )
 
