@@ -105,7 +105,7 @@ class Config:
     bootstrap_truncation: bool = True  # False reproduces the truncation-as-termination bug
     truncation_value: str = "always"  # V(final obs): "always" computed (no host sync) or under lax.cond
     shuffle: str = "samples"  # minibatches of shuffled samples, or of whole env trajectories ("envs")
-    unroll: int = 8  # lax.scan unroll of the rollout and GAE loops (fewer loop trips on GPU)
+    unroll: int | None = None  # lax.scan unroll of rollout and GAE loops; None: 1 on CPU, 8 on GPU/TPU
     hp: Hyperparams = dataclasses.field(default_factory=Hyperparams)
 
     def __post_init__(self):
@@ -115,6 +115,8 @@ class Config:
                 raise ConfigError(f"{name}={value!r} is not allowed; allowed values: {_fmt(allowed)}")
         for name in ("num_envs", "num_steps", "total_timesteps", "update_epochs", "num_minibatches", "unroll"):
             value = getattr(self, name)
+            if name == "unroll" and value is None:
+                continue
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
                 raise ConfigError(f"{name} must be a positive integer, got {value!r}")
         if self.episode_length is not None and self.episode_length <= 0:
@@ -151,6 +153,13 @@ class Config:
     @property
     def minibatch_size(self) -> int:
         return self.batch_size // self.num_minibatches
+
+    @property
+    def scan_unroll(self) -> int:
+        """``unroll``, or its platform default: loop trips cost a host round-trip on GPU, not on CPU."""
+        if self.unroll is not None:
+            return self.unroll
+        return 1 if jax.default_backend() == "cpu" else 8
 
     @property
     def num_updates(self) -> int:

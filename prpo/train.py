@@ -189,7 +189,7 @@ def make_train(cfg: Config, policy=None, network=None, surrogate=None) -> Traine
         # 1. rollout
         env_state, last_obs, traj, ep_stats = collect(
             env, policy, state.params, state.env_state, state.obs, k_roll, cfg.num_steps,
-            to_input, action_transform, cfg.bootstrap_truncation, cfg.truncation_value, cfg.unroll,
+            to_input, action_transform, cfg.bootstrap_truncation, cfg.truncation_value, cfg.scan_unroll,
         )
 
         # 2. advantages: V(s'_t) is V(s_{t+1}), or V(final obs) where the episode was truncated
@@ -203,7 +203,7 @@ def make_train(cfg: Config, policy=None, network=None, surrogate=None) -> Traine
             scaler = norm.reward_scaler_update(scaler, rewards, done, hp.gamma)
             rewards = norm.scale_rewards(scaler, rewards, clip=cfg.reward_clip)
         advantages, returns = gae(
-            rewards, values, next_values, traj.terminated, traj.truncated, hp.gamma, hp.gae_lambda, unroll=cfg.unroll
+            rewards, values, next_values, traj.terminated, traj.truncated, hp.gamma, hp.gae_lambda, unroll=cfg.scan_unroll
         )
         if cfg.adv_norm == "batch":
             advantages = normalize(advantages)
