@@ -24,7 +24,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-__all__ = ["gae", "lambda_returns", "normalize"]
+__all__ = ["gae", "lambda_returns", "normalize", "grpo_advantages"]
 
 
 def _flags(rewards, terminated, truncated):
@@ -129,3 +129,75 @@ def normalize(x: jax.Array, axis=None, eps: float = 1e-8) -> jax.Array:
     mean = jnp.mean(x, axis=axis, keepdims=True)
     std = jnp.std(x, axis=axis, keepdims=True)
     return (x - mean) / (std + eps)
+
+
+def grpo_advantages(
+    returns: jax.Array,
+    group_ids: jax.Array | None = None,
+    axis: int = -1,
+    eps: float = 1e-8,
+    scale: bool = True,
+    ddof: int = 0,
+) -> jax.Array:
+    """Group-relative advantages (GRPO, Shao et al., 2024; Dr. GRPO, Liu et al., 2025).
+
+      scale=True  (GRPO):     A_i = (R_i - mean_G R) / (std_G R + eps)
+      scale=False (Dr. GRPO): A_i =  R_i - mean_G R
+
+    where G is the group of sample i. Unlike the rest of this module this is
+    not a time recursion: ``returns`` holds one scalar outcome per sample.
+
+    Groups:
+      * ``group_ids=None``: each slice along ``axis`` is one group (e.g. shape
+        [..., G] with G completions per prompt for ``axis=-1``).
+      * ``group_ids`` given: samples along ``axis`` with equal id form a
+        group (each slice along ``axis`` separately). ``group_ids`` is an
+        integer array of ``returns``' shape (or broadcastable to it), or 1-D of
+        length ``returns.shape[axis]`` (the same labels for every slice).
+        Ids need not be contiguous or sorted. Uses an [..., N, N] pairwise
+        mask, so it is meant for moderate N.
+
+    ``std_G`` uses ``ddof`` (default 0, population std as in ``normalize``;
+    TRL's GRPO uses ddof=1). A singleton group gets advantage 0 (its
+    variance denominator is clamped to >= 1).
+
+    Args:
+      returns: per-sample returns / rewards R, shape [...].
+      group_ids: optional integer group labels (see above).
+      axis: the axis along which groups are laid out.
+      eps: added to the std.
+      scale: divide by the group std (GRPO) or not (Dr. GRPO).
+      ddof: delta degrees of freedom of the group std.
+
+    Returns:
+      advantages, same shape as ``returns``.
+    """
+    x = jnp.asarray(returns)
+    x = x.astype(jnp.result_type(x, jnp.float32))
+    if group_ids is None:
+        mean = jnp.mean(x, axis=axis, keepdims=True)
+        centered = x - mean
+        if not scale:
+            return centered
+        n = x.shape[axis]
+        var = jnp.sum(jnp.square(centered), axis=axis, keepdims=True) / max(n - ddof, 1)
+        return centered / (jnp.sqrt(var) + eps)
+
+    ids = jnp.asarray(group_ids)
+    if ids.ndim == 1 and x.ndim > 1:
+        shape = [1] * x.ndim
+        shape[axis] = ids.shape[0]
+        ids = ids.reshape(shape)
+    ids = jnp.broadcast_to(ids, x.shape)
+    xm = jnp.moveaxis(x, axis, -1)  # [..., N]
+    im = jnp.moveaxis(ids, axis, -1)
+    same = (im[..., :, None] == im[..., None, :]).astype(x.dtype)  # [..., N, N]
+    count = jnp.sum(same, axis=-1)  # >= 1 (diagonal)
+    # elementwise sums, not a matmul: f32 dots may run at reduced (TF32) precision
+    mean = jnp.sum(same * xm[..., None, :], axis=-1) / count
+    centered = xm - mean
+    if scale:
+        sq = jnp.square(xm[..., None, :] - mean[..., :, None])  # (R_j - mean_i)^2
+        var = jnp.sum(same * sq, axis=-1) / jnp.maximum(count - ddof, 1.0)
+        centered = centered / (jnp.sqrt(var) + eps)
+    return jnp.moveaxis(centered, -1, axis)

@@ -18,10 +18,25 @@ __all__ = ["Algorithm", "register", "get", "names"]
 
 @dataclasses.dataclass(frozen=True)
 class Algorithm:
+    """A named composition: option overrides applied on top of the env family's preset."""
+
     name: str
     description: str
+    overrides: dict = dataclasses.field(default_factory=dict)  # static options and hyperparameters
     action_spaces: tuple[str, ...] = ("discrete", "continuous")
     extra_check: Callable[[Config], None] | None = None
+
+    def config(self, env: str = "CartPole-v1", preset_name: str | None = None, **overrides) -> Config:
+        """The config of this algorithm on ``env``: preset (default: the env family's), then the
+        algorithm's own settings (unless the preset is the algorithm's own), then ``overrides``."""
+        from prpo.config import PRESETS, apply_overrides, default_preset_name, preset
+
+        name = preset_name or default_preset_name(self.name, env)
+        cfg = preset(name)
+        own = name.startswith(self.name + "-") and name in PRESETS
+        cfg = apply_overrides(cfg, {**({} if own else self.overrides), "algo": self.name, "env": env, **overrides})
+        self.check(cfg)
+        return cfg
 
     def check(self, cfg: Config) -> None:
         """Validate ``cfg`` for this algorithm and its env (no compilation)."""
@@ -63,5 +78,18 @@ register(
     Algorithm(
         name="ppo",
         description="PPO (clip / dual-clip / plain PG surrogate; GAE with truncation bootstrap)",
+    )
+)
+
+#: A2C is PPO with 1 epoch, one full-batch minibatch (r ≡ 1, so the clip is inactive and the
+#: gradient is A·∇log π), λ = 1, no advantage normalisation, no value clipping and RMSprop.
+register(
+    Algorithm(
+        name="a2c",
+        description="A2C as the PPO special case: 1 epoch, 1 minibatch, λ=1, RMSprop, no normalisation",
+        overrides=dict(
+            objective="pg", update_epochs=1, num_minibatches=1, adv_norm="none", clip_value=False,
+            optimizer="rmsprop", num_steps=5, gae_lambda=1.0, lr=7e-4, adam_eps=1e-5, rms_decay=0.99,
+        ),
     )
 )

@@ -11,7 +11,7 @@ import json
 import sys
 
 from prpo import algorithms
-from prpo.config import ConfigError, PRESETS, apply_overrides, default_preset_name, option_names, preset
+from prpo.config import PRESETS, ConfigError, option_names
 
 __all__ = ["main", "build_parser"]
 
@@ -71,8 +71,7 @@ def _kv(items, flag) -> dict[str, str]:
 def config_from_args(args):
     """Build and validate the Config (no compilation)."""
     algo = algorithms.get(args.algo)
-    name = args.preset or default_preset_name(algo.name, args.env)
-    overrides = {"env": args.env}
+    overrides = {}
     if args.num_envs is not None:
         overrides["num_envs"] = args.num_envs
     if args.total_steps is not None:
@@ -80,11 +79,10 @@ def config_from_args(args):
             raise ConfigError(f"--total-steps must be a positive integer, got {args.total_steps!r}")
         overrides["total_timesteps"] = int(args.total_steps)
     overrides.update(_kv(args.set, "--set"))
-    if "algo" in overrides:
-        raise ConfigError("set the algorithm with the positional ALGO argument, not --set algo=...")
-    cfg = preset(name)
-    cfg = apply_overrides(cfg, overrides)
-    algo.check(cfg)
+    for key in ("algo", "env"):
+        if key in overrides:
+            raise ConfigError(f"set {key} with {'the positional ALGO argument' if key == 'algo' else '--env'}, not --set {key}=...")
+    cfg = algo.config(args.env, args.preset, **overrides)
     grid = {}
     for k, v in _kv(args.grid, "--grid").items():
         try:

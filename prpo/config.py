@@ -60,7 +60,6 @@ class Hyperparams:
 
 
 _CHOICES = {
-    "algo": ("ppo",),
     "distribution": ("auto", "categorical", "gaussian"),
     "objective": ("clip", "dual_clip", "pg"),
     "adv_norm": ("minibatch", "batch", "none"),
@@ -308,12 +307,15 @@ def default_preset_name(algo: str, env: str) -> str:
     except ValueError as e:
         raise ConfigError(str(e)) from None
     if family == "brax":
-        return f"{algo}-brax"
-    if env.endswith("-MinAtar"):
-        return f"{algo}-minatar"
-    if not isinstance(spec.action_space, _envs.Discrete):
-        return f"{algo}-classic-continuous"
-    return f"{algo}-cartpole"
+        kind = "brax"
+    elif env.endswith("-MinAtar"):
+        kind = "minatar"
+    elif not isinstance(spec.action_space, _envs.Discrete):
+        kind = "classic-continuous"
+    else:
+        kind = "cartpole"
+    own = f"{algo}-{kind}"
+    return own if own in PRESETS else f"ppo-{kind}"
 
 
 # -- overrides ----------------------------------------------------------------------------

@@ -12,10 +12,23 @@ like, e.g. ``jax.tree.map(jnp.mean, diagnostics)``). Nothing is averaged here.
 
 from __future__ import annotations
 
+import math
+
 import jax
 import jax.numpy as jnp
 
-__all__ = ["ratio_diagnostics", "ppo_clip", "dual_clip", "policy_gradient"]
+__all__ = [
+    "ratio_diagnostics",
+    "ppo_clip",
+    "dual_clip",
+    "policy_gradient",
+    "spo",
+    "pspo",
+    "ce_gppo",
+    "topr",
+    "decoupled_clip",
+    "ratio_variance_penalty",
+]
 
 
 def ratio_diagnostics(
@@ -123,4 +136,272 @@ def policy_gradient(
         "ratio_dev": dev,
         "ratio": ratio,
     }
+    return loss, diag
+
+
+# ----------------------------------------------------------------------------
+# Further surrogates. Same conventions as above unless a docstring says not.
+# ----------------------------------------------------------------------------
+
+
+def _unclipped_diagnostics(log_ratio: jax.Array) -> dict[str, jax.Array]:
+    """``ratio_diagnostics`` without the clip indicator, plus ``ratio``.
+
+    For surrogates without a clip range; same keys as ``policy_gradient``.
+    """
+    diag = ratio_diagnostics(log_ratio, jnp.inf)
+    del diag["clipped"]
+    diag["ratio"] = jnp.exp(log_ratio)
+    return diag
+
+
+def spo(
+    log_ratio: jax.Array, adv: jax.Array, clip_eps: float | jax.Array
+) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """Simple Policy Optimization (SPO; Xie et al., 2024).
+
+      L = -(r * A - |A| / (2 * eps) * (r - 1)^2)
+
+    A concave quadratic in r (per sample) instead of a clip: dL/dr =
+    -A + |A| / eps * (r - 1) vanishes exactly at r = 1 + sign(A) * eps and is
+    restoring on both sides of that point (it pulls r back towards it, so the
+    gradient never becomes zero outside the trust region as PPO's does).
+    For A = 0 the loss is 0.
+
+    Args:
+      log_ratio: log r, shape [...].
+      adv: advantages, shape [...].
+      clip_eps: epsilon > 0, scalar.
+
+    Returns:
+      (loss [...], diagnostics: ``ratio_diagnostics`` keys plus ``ratio``;
+      ``clipped`` marks samples outside |r - 1| <= eps).
+    """
+    ratio = jnp.exp(log_ratio)
+    loss = -(ratio * adv - jnp.abs(adv) / (2.0 * clip_eps) * jnp.square(ratio - 1.0))
+    diag = ratio_diagnostics(log_ratio, clip_eps)
+    diag["ratio"] = ratio
+    return loss, diag
+
+
+def pspo(
+    log_ratio: jax.Array, adv: jax.Array, alpha: float | jax.Array
+) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """Probability-smoothed policy optimisation (PSPO): smoothed ratio, no clip.
+
+      r_s = (1 - alpha) * r + alpha
+      L   = -r_s * A
+
+    The gradient is (1 - alpha) times that of ``policy_gradient``:
+    dL/d log r = -(1 - alpha) * r * A.
+
+    Args:
+      log_ratio: log r, shape [...].
+      adv: advantages, shape [...].
+      alpha: smoothing weight in [0, 1], scalar (alpha = 0 is
+        ``policy_gradient``).
+
+    Returns:
+      (loss [...], diagnostics with ``approx_kl``, ``ratio_dev``, ``ratio``,
+      ``smoothed_ratio`` (r_s)).
+    """
+    diag = _unclipped_diagnostics(log_ratio)
+    smoothed = (1.0 - alpha) * diag["ratio"] + alpha
+    loss = -smoothed * adv
+    diag["smoothed_ratio"] = smoothed
+    return loss, diag
+
+
+def ce_gppo(
+    log_ratio: jax.Array,
+    adv: jax.Array,
+    clip_eps: float | jax.Array,
+    beta_low: float | jax.Array = 0.5,
+    beta_high: float | jax.Array = 1.0,
+    dual_clip_c: float | jax.Array = 3.0,
+) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """CE-GPPO: PPO clip with gradient-preserving clipping (Su et al., 2025).
+
+    With u = r / sg(r) (value 1, d u / d log r = 1; computed as
+    exp(log r - sg(log r)) so it cannot overflow):
+
+      L_ce = -beta_low  * (1 - eps) * A * u   if A < 0 and r < 1 - eps
+           = -beta_high * (1 + eps) * A * u   if A > 0 and r > 1 + eps
+           = -min(r * A, clip(r, 1 - eps, 1 + eps) * A)   otherwise (= PPO)
+      L    = where(A < 0, min(-c * A, L_ce), L_ce)        (dual clip)
+
+    Where PPO's gradient is zero (the two clipped directions) the value is
+    beta times PPO's clipped value and the gradient is
+    dL/d log r = -beta * (1 -/+ eps) * A instead of 0. Note that the value
+    is therefore discontinuous at the clip boundary unless beta = 1. For
+    A < 0 and r > c the dual clip caps the loss at c * |A| with zero gradient,
+    exactly as ``dual_clip``.
+
+    Args:
+      log_ratio: log r, shape [...].
+      adv: advantages, shape [...].
+      clip_eps: epsilon, scalar.
+      beta_low: gradient scale for A < 0, r < 1 - eps, scalar.
+      beta_high: gradient scale for A > 0, r > 1 + eps, scalar.
+      dual_clip_c: c > 1, scalar.
+
+    Returns:
+      (loss [...], diagnostics: ``ppo_clip`` keys plus ``dual_clipped`` (as in
+      ``dual_clip``) and ``grad_preserved`` (float, 1.0 where a beta branch
+      is active)).
+    """
+    l_ppo, diag = ppo_clip(log_ratio, adv, clip_eps)
+    ratio = diag["ratio"]
+    unit = jnp.exp(log_ratio - jax.lax.stop_gradient(log_ratio))  # r / sg(r)
+    low = jnp.logical_and(adv < 0, ratio < 1.0 - clip_eps)
+    high = jnp.logical_and(adv > 0, ratio > 1.0 + clip_eps)
+    l_ce = jnp.where(
+        low,
+        -beta_low * (1.0 - clip_eps) * adv * unit,
+        jnp.where(high, -beta_high * (1.0 + clip_eps) * adv * unit, l_ppo),
+    )
+    cap = -dual_clip_c * adv
+    neg = adv < 0
+    loss = jnp.where(neg, jnp.minimum(cap, l_ce), l_ce)
+    diag["dual_clipped"] = jnp.logical_and(neg, cap < l_ce).astype(loss.dtype)
+    diag["grad_preserved"] = jnp.logical_or(low, high).astype(loss.dtype)
+    return loss, diag
+
+
+def topr(
+    log_ratio: jax.Array, adv: jax.Array
+) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """Tapered off-policy REINFORCE (TOPR; Le Roux et al., 2025).
+
+    Here ``log_ratio = log pi(a|s) - log mu(a|s)`` with mu the behaviour
+    (rollout) policy. With r = exp(log_ratio):
+
+      w = 1               if A >= 0
+        = clip(r, 0, 1)   if A < 0
+      L = -sg(w) * A * log pi
+
+    Only the log-ratio is available, so ``log_ratio`` stands in for log pi:
+    the returned loss is -sg(w) * A * (log pi - log mu), i.e. the loss above
+    shifted by sg(w) * A * log mu, which does not depend on the parameters.
+    The VALUE is shifted; the GRADIENT is exact: -sg(w) * A * grad log pi
+    (dL/d log_ratio = -w * A).
+
+    Args:
+      log_ratio: log pi - log mu, shape [...].
+      adv: advantages, shape [...].
+
+    Returns:
+      (loss [...], diagnostics with ``approx_kl``, ``ratio_dev``, ``ratio``,
+      ``weight`` (w)).
+    """
+    diag = _unclipped_diagnostics(log_ratio)
+    weight = jnp.where(adv >= 0, 1.0, jnp.clip(diag["ratio"], 0.0, 1.0))
+    loss = -jax.lax.stop_gradient(weight) * adv * log_ratio
+    diag["weight"] = weight
+    return loss, diag
+
+
+def decoupled_clip(
+    log_ratio_prox: jax.Array,
+    log_ratio_behav: jax.Array,
+    adv: jax.Array,
+    clip_eps: float | jax.Array,
+    max_log_ratio_behav: float | jax.Array = math.log(100.0),
+) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """Decoupled PPO objective (PPO-EWMA; Hilton et al., 2022).
+
+    NOTE the signature: unlike the other surrogates this takes TWO log-ratios
+    of the same current log pi_theta (=: logp), per sample:
+
+      log_ratio_prox  = logp - logp_prox   (proximal policy: sets the clip)
+      log_ratio_behav = logp - logp_b      (behaviour policy: off-policy IS)
+
+    The objective (to minimise) is
+
+      logp_adj = max(logp_b, sg(logp) - M)                M = log 100
+      L = max(-A * exp(logp - logp_adj),
+              -A * exp(clip(logp - logp_prox, log(1-eps), log(1+eps))
+                       + logp_prox - logp_adj))
+
+    In terms of the inputs (a = log_ratio_prox, b = log_ratio_behav):
+
+      lw = logp - logp_adj = min(b, M + b - sg(b))   value min(b, M),
+                                                     gradient that of logp
+      L  = max(-A * exp(lw), -A * exp(clip(a, log(1-eps), log(1+eps)) - a + lw))
+
+    i.e. the PPO clip applied to pi/pi_prox, times the behaviour weight
+    w = pi/pi_adj = min(pi/pi_b, 100) (value; the cap only bounds the weight,
+    the gradient stays -A * w * grad logp where unclipped). The max is
+    evaluated as -A * exp(lw + where(sel, clip(a) - a, 0)) with sel marking
+    where the second term is the larger (A > 0 and a > log(1+eps), or A < 0
+    and a < log(1-eps)); this is the same value and gradient without
+    exp-overflow NaNs in the branch that is not selected. When
+    log_ratio_prox == log_ratio_behav (< M) this is exactly ``ppo_clip``.
+
+    To get the parameter gradient, both log-ratios must be computed from the
+    same logp (differentiate through both).
+
+    Args:
+      log_ratio_prox: logp - logp_prox, shape [...].
+      log_ratio_behav: logp - logp_b, shape [...].
+      adv: advantages, shape [...].
+      clip_eps: epsilon, scalar.
+      max_log_ratio_behav: M, cap on log(pi / pi_adj), scalar.
+
+    Returns:
+      (loss [...], diagnostics: ``ratio_diagnostics`` of log_ratio_prox,
+      ``ratio`` (pi/pi_prox), ``behav_weight`` (w, capped) and
+      ``behav_capped`` (float, 1.0 where log_ratio_behav > M)).
+    """
+    a, b = log_ratio_prox, log_ratio_behav
+    lw = jnp.minimum(b, max_log_ratio_behav + (b - jax.lax.stop_gradient(b)))
+    d = jnp.clip(a, jnp.log1p(-clip_eps), jnp.log1p(clip_eps)) - a  # log(clip(r)/r)
+    sel = jnp.logical_or(
+        jnp.logical_and(adv > 0, d < 0), jnp.logical_and(adv < 0, d > 0)
+    )
+    loss = -adv * jnp.exp(lw + jnp.where(sel, d, 0.0))
+    diag = ratio_diagnostics(a, clip_eps)
+    diag["ratio"] = jnp.exp(a)
+    diag["behav_weight"] = jnp.exp(lw)
+    diag["behav_capped"] = (b > max_log_ratio_behav).astype(loss.dtype)
+    return loss, diag
+
+
+def ratio_variance_penalty(
+    log_ratio: jax.Array,
+    adv: jax.Array,
+    nu: float | jax.Array,
+    delta: float | jax.Array,
+) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """Policy gradient with a batch ratio-variance penalty. UNVERIFIED form.
+
+    The batch objective is
+
+      L_B = mean_B(-r * A) + nu * (Var_B(r) - delta)
+
+    with Var_B the (population, ddof = 0) variance of r over ALL elements of
+    ``log_ratio``. Returned per sample as
+
+      L_i = -r_i * A_i + nu * ((r_i - mean_B r)^2 - delta)
+
+    so that mean(L_i) == L_B (value and gradient; mean_B r is not stopped).
+    The per-sample values are only meaningful through their mean: do not
+    mask or reweight them individually. The exact form of this penalty on the
+    algorithm sheet has not been checked against a primary source.
+
+    Args:
+      log_ratio: log r, shape [...] (the whole batch B).
+      adv: advantages, shape [...].
+      nu: penalty weight, scalar.
+      delta: variance budget, scalar.
+
+    Returns:
+      (loss [...], diagnostics with ``approx_kl``, ``ratio_dev``, ``ratio``,
+      ``ratio_sq_dev`` ((r - mean_B r)^2, whose mean is Var_B(r))).
+    """
+    diag = _unclipped_diagnostics(log_ratio)
+    ratio = diag["ratio"]
+    sq_dev = jnp.square(ratio - jnp.mean(ratio))
+    loss = -ratio * adv + nu * (sq_dev - delta)
+    diag["ratio_sq_dev"] = sq_dev
     return loss, diag

@@ -143,6 +143,9 @@ def make_train(cfg: Config, policy=None, network=None, surrogate=None) -> Traine
     any ``f(log_ratio, adv, hp) -> (per-sample loss, diagnostics)``; defaults to
     ``SURROGATES[cfg.objective]``.
     """
+    from prpo import algorithms
+
+    algorithms.get(cfg.algo)  # a known algorithm name (its own checks run in Algorithm.config)
     spec = check_env(cfg)
     env = envs_lib.make_env(cfg.env, cfg.num_envs, **_env_options(cfg))
     if policy is None:
