@@ -23,6 +23,7 @@ class Algorithm:
     name: str
     description: str
     overrides: dict = dataclasses.field(default_factory=dict)  # static options and hyperparameters
+    family_overrides: dict = dataclasses.field(default_factory=dict)  # preset kind -> extra overrides
     action_spaces: tuple[str, ...] = ("discrete", "continuous")
     extra_check: Callable[[Config], None] | None = None
 
@@ -34,7 +35,9 @@ class Algorithm:
         name = preset_name or default_preset_name(self.name, env)
         cfg = preset(name)
         own = name.startswith(self.name + "-") and name in PRESETS
-        cfg = apply_overrides(cfg, {**({} if own else self.overrides), "algo": self.name, "env": env, **overrides})
+        kind = name.split("-", 1)[1] if "-" in name else name
+        mine = {} if own else {**self.overrides, **self.family_overrides.get(kind, {})}
+        cfg = apply_overrides(cfg, {**mine, "algo": self.name, "env": env, **overrides})
         self.check(cfg)
         return cfg
 
@@ -91,5 +94,35 @@ register(
             objective="pg", update_epochs=1, num_minibatches=1, adv_norm="none", clip_value=False,
             optimizer="rmsprop", num_steps=5, gae_lambda=1.0, lr=7e-4, adam_eps=1e-5, rms_decay=0.99,
         ),
+    )
+)
+
+
+#: SPO: PPO's pipeline with the clip replaced by the quadratic penalty |A|/(2ε)·(r − 1)², whose
+#: optimum is exactly r* = 1 + sign(A)·ε (every sample keeps a restoring gradient).
+register(
+    Algorithm(
+        name="spo",
+        description="Simple Policy Optimization: quadratic ratio penalty instead of the clip (spo-brax: 7-layer policy)",
+        overrides=dict(objective="spo"),
+        # the paper's point: a deep (7-layer) policy, where PPO's ratio deviation grows
+        family_overrides={
+            kind: dict(actor_hidden=(256, 256, 128, 128, 64, 64), critic_hidden=(64, 64))
+            for kind in ("brax", "classic-continuous")
+        },
+    )
+)
+
+#: On-policy MDPO: plain surrogate −r·A + KL(π_θ‖π_k)/t_k to the policy frozen at the start of
+#: the iteration (the rollout policy), m full-batch steps per iteration, whole-batch advantage
+#: normalisation. The value function trains jointly in the same steps (the reference code
+#: trains it separately: 5 epochs × minibatch 128).
+register(
+    Algorithm(
+        name="mdpo",
+        description="Mirror-descent policy optimisation (on-policy): −r·A + KL(π‖π_k)/t_k, m full-batch steps",
+        overrides=dict(objective="pg", kl_schedule="mdpo", adv_norm="batch", update_epochs=10, num_minibatches=1),
+        # 10 full-batch steps per iteration take far fewer SGD steps than PPO's 4 × 4 minibatches
+        family_overrides={"cartpole": dict(lr=1e-3)},
     )
 )

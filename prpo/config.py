@@ -54,6 +54,12 @@ class Hyperparams:
     dual_clip_c: float = 3.0  # dual-clip constant c (> 1), objective="dual_clip"
     adam_eps: float = 1e-5  # Adam / RMSprop epsilon
     rms_decay: float = 0.99  # RMSprop decay α, optimizer="rmsprop"
+    pspo_alpha: float = 0.1  # PSPO ratio smoothing α (objective="pspo"; value UNVERIFIED)
+    ce_beta_low: float = 0.5  # CE-GPPO gradient scale below the clip range (A < 0)
+    ce_beta_high: float = 1.0  # CE-GPPO gradient scale above the clip range (A > 0)
+    rv_nu: float = 0.1  # ratio-variance penalty weight ν (objective="ratio_var"; form UNVERIFIED)
+    rv_delta: float = 0.0  # ratio-variance target δ
+    kl_coef: float = 1.0  # scale of the KL(π‖π_k) regulariser (MDPO: times 1/t_k); kl_schedule picks the form
 
     def replace(self, **kw) -> "Hyperparams":  # typed alias of flax's replace
         return dataclasses.replace(self, **kw)
@@ -61,7 +67,8 @@ class Hyperparams:
 
 _CHOICES = {
     "distribution": ("auto", "categorical", "gaussian"),
-    "objective": ("clip", "dual_clip", "pg"),
+    "objective": ("clip", "dual_clip", "pg", "spo", "pspo", "ce_gppo", "topr", "ratio_var"),
+    "kl_schedule": ("none", "constant", "mdpo"),
     "adv_norm": ("minibatch", "batch", "none"),
     "optimizer": ("adam", "rmsprop"),
     "activation": ("tanh", "relu", "silu", "gelu", "elu"),
@@ -93,6 +100,7 @@ class Config:
     distribution: str = "auto"  # auto: categorical for Discrete, gaussian for Box
     log_std_init: float = 0.0
     objective: str = "clip"
+    kl_schedule: str = "none"  # KL(π‖π_k) regulariser: none, constant kl_coef, or MDPO's kl_coef/t_k
     adv_norm: str = "minibatch"
     clip_value: bool = True
     optimizer: str = "adam"
@@ -214,6 +222,12 @@ def check_hyperparams(hp: Hyperparams) -> None:
         "dual_clip_c": (lambda v: v > 1, "> 1"),
         "adam_eps": (lambda v: v > 0, "> 0"),
         "rms_decay": (lambda v: 0 < v < 1, "in (0, 1)"),
+        "pspo_alpha": (lambda v: 0 <= v <= 1, "in [0, 1]"),
+        "ce_beta_low": (lambda v: v >= 0, ">= 0"),
+        "ce_beta_high": (lambda v: v >= 0, ">= 0"),
+        "rv_nu": (lambda v: v >= 0, ">= 0"),
+        "rv_delta": (lambda v: v >= 0, ">= 0"),
+        "kl_coef": (lambda v: v >= 0, ">= 0"),
     }
     for name, (ok, text) in rules.items():
         values = concrete(name)

@@ -7,7 +7,8 @@ A policy family is any object with these pure methods (see :class:`PolicyFamily`
                                                   #      must hold aux["value"] (critic estimate)
     log_ratio(params, obs, action, aux, key) -> (log_ratio, extras)
                                                   # log π_θ(a|s) − log π_old(a|s), per sample;
-                                                  # extras: "entropy" and "value" per sample
+                                                  # extras: "entropy" and "value" per sample, and
+                                                  # "kl" = KL(π_θ‖π_old) where the family can
     value(params, obs) -> value
     mode(params, obs) -> action                   # deterministic action for evaluation
 
@@ -46,6 +47,7 @@ class _ActorCriticPolicy:
     """Shared code of the two explicit-likelihood families over an actor-critic network."""
 
     network: nn.Module
+    keep_dist: bool = False  # store the rollout distribution in aux["dist"] (for KL(π‖π_old) terms)
 
     def _dist(self, out):  # pragma: no cover - overridden
         raise NotImplementedError
@@ -60,12 +62,18 @@ class _ActorCriticPolicy:
     def act(self, params, obs, key):
         dist, value = self.distribution(params, obs)
         action = dist.sample(key)
-        return action, {"log_prob": dist.log_prob(action), "value": value}
+        aux = {"log_prob": dist.log_prob(action), "value": value}
+        if self.keep_dist:
+            aux["dist"] = dist
+        return action, aux
 
     def log_ratio(self, params, obs, action, aux, key=None):
         dist, value = self.distribution(params, obs)
         log_prob = dist.log_prob(action)
-        return log_prob - aux["log_prob"], {"entropy": dist.entropy(), "value": value, "log_prob": log_prob}
+        extras = {"entropy": dist.entropy(), "value": value, "log_prob": log_prob}
+        if "dist" in aux:  # analytic KL(π_θ ‖ π_old) to the rollout policy
+            extras["kl"] = dist.kl(aux["dist"])
+        return log_prob - aux["log_prob"], extras
 
     def value(self, params, obs):
         return self.network.apply(params, obs)[1]

@@ -69,7 +69,8 @@ def make_policy(cfg: Config, spec: envs_lib.EnvSpec, network=None):
             shared_trunk=cfg.shared_trunk,
             log_std_init=cfg.log_std_init,
         )
-    return CategoricalPolicy(network) if kind == "categorical" else GaussianPolicy(network)
+    family = CategoricalPolicy if kind == "categorical" else GaussianPolicy
+    return family(network, keep_dist=cfg.kl_schedule != "none")
 
 
 def _env_options(cfg: Config) -> dict:
@@ -221,7 +222,8 @@ def make_train(cfg: Config, policy=None, network=None, surrogate=None) -> Traine
             returns=flat(returns),
         )
         tx = make_optimizer(cfg, hp, num_updates)
-        params, opt_state, metrics = sgd_epochs(cfg, loss_fn, tx, state.params, state.opt_state, batch, hp, k_sgd)
+        progress = state.update / num_updates  # (k − 1)/K for iteration k = 1..K
+        params, opt_state, metrics = sgd_epochs(cfg, loss_fn, tx, state.params, state.opt_state, batch, hp, k_sgd, progress)
 
         # 4. learner-side statistics and the non-finite guard
         obs_rms = norm.rms_update(state.obs_rms, traj.obs, axis=(0, 1)) if cfg.normalize_obs else state.obs_rms

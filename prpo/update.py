@@ -19,7 +19,7 @@ import optax
 from prpo import objectives, regularizers
 from prpo.advantages import normalize
 
-__all__ = ["Batch", "SURROGATES", "make_optimizer", "make_loss", "sgd_epochs"]
+__all__ = ["Batch", "SURROGATES", "kl_coefficient", "make_optimizer", "make_loss", "sgd_epochs"]
 
 
 @flax.struct.dataclass
@@ -40,6 +40,11 @@ SURROGATES: dict[str, Surrogate] = {
     "clip": lambda lr, adv, hp: objectives.ppo_clip(lr, adv, hp.clip_eps),
     "dual_clip": lambda lr, adv, hp: objectives.dual_clip(lr, adv, hp.clip_eps, hp.dual_clip_c),
     "pg": lambda lr, adv, hp: objectives.policy_gradient(lr, adv),
+    "spo": lambda lr, adv, hp: objectives.spo(lr, adv, hp.clip_eps),
+    "pspo": lambda lr, adv, hp: objectives.pspo(lr, adv, hp.pspo_alpha),
+    "ce_gppo": lambda lr, adv, hp: objectives.ce_gppo(lr, adv, hp.clip_eps, hp.ce_beta_low, hp.ce_beta_high, hp.dual_clip_c),
+    "topr": lambda lr, adv, hp: objectives.topr(lr, adv),
+    "ratio_var": lambda lr, adv, hp: objectives.ratio_variance_penalty(lr, adv, hp.rv_nu, hp.rv_delta),
 }
 
 
@@ -67,10 +72,23 @@ def make_optimizer(cfg, hp, num_updates: int) -> optax.GradientTransformation:
     )
 
 
-def make_loss(cfg, policy, surrogate: Surrogate):
-    """``loss(params, batch, hp, key) -> (loss, metrics)`` for one minibatch."""
+def kl_coefficient(cfg, hp, progress):
+    """Weight of the KL(π‖π_k) term: 0, ``kl_coef``, or MDPO's ``kl_coef / t_k`` with
+    ``t_k = 1 − (k − 1)/K`` (``progress`` = (k − 1)/K), which grows ≈ K× over training."""
+    if cfg.kl_schedule == "none":
+        return 0.0
+    if cfg.kl_schedule == "constant":
+        return hp.kl_coef
+    return hp.kl_coef / (1.0 - progress)
 
-    def loss_fn(params, mb: Batch, hp, key):
+
+def make_loss(cfg, policy, surrogate: Surrogate):
+    """``loss(params, batch, hp, key, progress) -> (loss, metrics)`` for one minibatch.
+
+    ``progress`` is the fraction of updates done before this one (used by KL schedules).
+    """
+
+    def loss_fn(params, mb: Batch, hp, key, progress=0.0):
         log_ratio, extra = policy.log_ratio(params, mb.obs, mb.action, mb.aux, key)
         adv = normalize(mb.advantages) if cfg.adv_norm == "minibatch" else mb.advantages
         pg_loss, _ = surrogate(log_ratio, adv, hp)
@@ -81,6 +99,9 @@ def make_loss(cfg, policy, surrogate: Surrogate):
         entropy = extra["entropy"]
         pg_loss, v_loss = pg_loss.mean(), v_loss.mean()
         loss = pg_loss + hp.vf_coef * v_loss + hp.ent_coef * regularizers.entropy_loss(entropy).mean()
+        if cfg.kl_schedule != "none":
+            kl_loss = regularizers.kl_penalty(extra["kl"], kl_coefficient(cfg, hp, progress)).mean()
+            loss = loss + kl_loss
         diag = objectives.ratio_diagnostics(log_ratio, hp.clip_eps)
         metrics = {
             "loss": loss,
@@ -92,12 +113,14 @@ def make_loss(cfg, policy, surrogate: Surrogate):
             "ratio_dev_mean": diag["ratio_dev"].mean(),
             "ratio_dev_max": diag["ratio_dev"].max(),
         }
+        if cfg.kl_schedule != "none":
+            metrics["kl_old"] = extra["kl"].mean()
         return loss, metrics
 
     return loss_fn
 
 
-def sgd_epochs(cfg, loss_fn, tx: optax.GradientTransformation, params, opt_state, batch: Batch, hp, key):
+def sgd_epochs(cfg, loss_fn, tx: optax.GradientTransformation, params, opt_state, batch: Batch, hp, key, progress=0.0):
     """``update_epochs`` passes of shuffled minibatch SGD over ``batch``.
 
     Returns ``(params, opt_state, metrics)`` with metrics averaged over all minibatch steps
@@ -110,7 +133,7 @@ def sgd_epochs(cfg, loss_fn, tx: optax.GradientTransformation, params, opt_state
     def minibatch_step(carry, inputs):
         params, opt_state = carry
         mb, k = inputs
-        (_, metrics), grads = grad_fn(params, mb, hp, k)
+        (_, metrics), grads = grad_fn(params, mb, hp, k, progress)
         updates, opt_state = tx.update(grads, opt_state, params)
         params = optax.apply_updates(params, updates)
         metrics["grad_norm"] = jnp.sqrt(sum(jnp.sum(jnp.square(g)) for g in jax.tree.leaves(grads)))
