@@ -59,6 +59,11 @@ class Hyperparams:
     ce_beta_high: float = 1.0  # CE-GPPO gradient scale above the clip range (A > 0)
     rv_nu: float = 0.1  # ratio-variance penalty weight ν (objective="ratio_var"; form UNVERIFIED)
     rv_delta: float = 0.0  # ratio-variance target δ
+    bpo_eps_low: float = 0.3  # BPO ratio bound below 1 (ε_l)
+    bpo_eps_high: float = 0.3  # BPO ratio bound above 1 (ε_h)
+    bpo_temp: float = 1e-3  # BPO temperature λ of ρ* = 1 − ε_l + (ε_l + ε_h)σ((R − u)/λ)
+    bpo_median_coef: float = 0.5  # BPO median-head loss coefficient c_u
+    bpo_clamp: float = 0.0  # clip (R − u)/λ to ±bpo_clamp (rsl_rl: 10); 0 = no clamp (SB3 reference)
     kl_coef: float = 1.0  # scale of the KL(π‖π_k) regulariser (MDPO: times 1/t_k); kl_schedule picks the form
 
     def replace(self, **kw) -> "Hyperparams":  # typed alias of flax's replace
@@ -67,7 +72,7 @@ class Hyperparams:
 
 _CHOICES = {
     "distribution": ("auto", "categorical", "gaussian"),
-    "objective": ("clip", "dual_clip", "pg", "spo", "pspo", "ce_gppo", "topr", "ratio_var"),
+    "objective": ("clip", "dual_clip", "pg", "spo", "pspo", "ce_gppo", "topr", "ratio_var", "bpo"),
     "kl_schedule": ("none", "constant", "mdpo"),
     "adv_norm": ("minibatch", "batch", "none"),
     "optimizer": ("adam", "rmsprop"),
@@ -228,6 +233,11 @@ def check_hyperparams(hp: Hyperparams) -> None:
         "rv_nu": (lambda v: v >= 0, ">= 0"),
         "rv_delta": (lambda v: v >= 0, ">= 0"),
         "kl_coef": (lambda v: v >= 0, ">= 0"),
+        "bpo_eps_low": (lambda v: 0 <= v < 1, "in [0, 1)"),
+        "bpo_eps_high": (lambda v: v >= 0, ">= 0"),
+        "bpo_temp": (lambda v: v > 0, "> 0"),
+        "bpo_median_coef": (lambda v: v >= 0, ">= 0"),
+        "bpo_clamp": (lambda v: v >= 0, ">= 0"),
     }
     for name, (ok, text) in rules.items():
         values = concrete(name)

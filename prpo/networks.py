@@ -1,7 +1,7 @@
 """Networks: small Flax modules and the factory that builds an actor-critic.
 
 A network is injected into a policy family (brax style): any ``flax.linen.Module`` whose
-``__call__(obs) -> (policy_out, value)`` works, where ``policy_out`` is the logits ``[..., n]``
+``__call__(obs) -> (policy_out, value)`` (or ``(policy_out, value, median)`` for BPO) works, where ``policy_out`` is the logits ``[..., n]``
 of a categorical policy or the ``(mean, log_std)`` pair of a Gaussian one and ``value`` is
 ``[...]``.  :func:`make_actor_critic` builds the standard MLP versions with orthogonal init
 (√2 hidden, 0.01 policy head, 1.0 value head), separate or shared trunk.
@@ -65,6 +65,7 @@ class ActorCritic(nn.Module):
     shared_trunk: bool = False
     layer_norm: bool = False
     log_std_init: float = 0.0
+    median_head: bool = False  # BPO: a second critic output u(s), returned as a third element
 
     @nn.compact
     def __call__(self, obs):
@@ -79,9 +80,14 @@ class ActorCritic(nn.Module):
         value = nn.Dense(1, kernel_init=_ortho(1.0), bias_init=nn.initializers.zeros, name="value_head")(h_v)
         head = nn.Dense(self.action_dim, kernel_init=_ortho(0.01), bias_init=nn.initializers.zeros, name="policy_head")(h_pi)
         if self.discrete:
-            return head, value[..., 0]
-        log_std = self.param("log_std", nn.initializers.constant(self.log_std_init), (self.action_dim,))
-        return (head, jnp.broadcast_to(log_std, head.shape)), value[..., 0]
+            out = head
+        else:
+            log_std = self.param("log_std", nn.initializers.constant(self.log_std_init), (self.action_dim,))
+            out = (head, jnp.broadcast_to(log_std, head.shape))
+        if self.median_head:
+            median = nn.Dense(1, kernel_init=_ortho(1.0), bias_init=nn.initializers.zeros, name="median_head")(h_v)
+            return out, value[..., 0], median[..., 0]
+        return out, value[..., 0]
 
 
 def make_actor_critic(
@@ -94,6 +100,7 @@ def make_actor_critic(
     shared_trunk: bool = False,
     layer_norm: bool = False,
     log_std_init: float = 0.0,
+    median_head: bool = False,
 ) -> ActorCritic:
     """Factory for the default :class:`ActorCritic` (the injectable default network)."""
     if activation not in ACTIVATIONS:
@@ -108,4 +115,5 @@ def make_actor_critic(
         shared_trunk=shared_trunk,
         layer_norm=layer_norm,
         log_std_init=log_std_init,
+        median_head=median_head,
     )

@@ -28,6 +28,10 @@ __all__ = [
     "topr",
     "decoupled_clip",
     "ratio_variance_penalty",
+    "bpo_target_ratio",
+    "median_loss",
+    "bpo",
+    "gbpo_targets",
 ]
 
 
@@ -405,3 +409,58 @@ def ratio_variance_penalty(
     loss = -ratio * adv + nu * (sq_dev - delta)
     diag["ratio_sq_dev"] = sq_dev
     return loss, diag
+
+
+# -- BPO / GBPO (Bounded Ratio RL) --------------------------------------------------------
+
+def bpo_target_ratio(x, eps_low, eps_high, temperature, clamp: float | None = None):
+    """BPO's analytic optimum of the ratio, ``ρ* = 1 − ε_l + (ε_l + ε_h)·σ(x / λ)``.
+
+    ``x = R − u(s)`` is the return minus the learned median (stop-gradient is applied here).
+    As λ → 0, ρ* → 1 + ε_h where x > 0 and 1 − ε_l where x < 0; as λ → ∞, ρ* → 1 + (ε_h − ε_l)/2.
+    ``clamp``: clip ``x / λ`` to ±clamp first (the rsl_rl variant uses 10; the SB3 reference
+    does not clamp).
+    """
+    z = jax.lax.stop_gradient(x) / temperature
+    if clamp is not None:
+        z = jnp.clip(z, -clamp, clamp)
+    return 1.0 - eps_low + (eps_low + eps_high) * jax.nn.sigmoid(z)
+
+
+def median_loss(x):
+    """``g(x) = softplus(x) − x/2`` per sample: minimised over u, E g(R − u) has its minimiser
+    near the median of R (exactly the median as the loss sharpens); gradient ``σ(x) − 1/2``."""
+    return jax.nn.softplus(x) - 0.5 * x
+
+
+def bpo(log_ratio, rho_star, weight):
+    """BPO's advantage-weighted total-variation loss ``|r − ρ*| · |w|`` per sample.
+
+    Args:
+      log_ratio: log r, shape [...].
+      rho_star: target ratio (no gradient flows into it), shape [...].
+      weight: ``R − sg V(s)`` (BPO) or a group advantage (GBPO), shape [...].
+
+    Returns:
+      (loss [...], diagnostics with ``approx_kl``, ``ratio_dev``, ``ratio`` and ``rho_star``).
+    """
+    diag = _unclipped_diagnostics(log_ratio)
+    ratio = diag["ratio"]
+    loss = jnp.abs((ratio - jax.lax.stop_gradient(rho_star)) * jax.lax.stop_gradient(weight))
+    diag["rho_star"] = rho_star
+    return loss, diag
+
+
+def gbpo_targets(returns, eps_low, eps_high, temperature, axis=-1, eps=1e-8):
+    """GBPO's group form: ``A_i = (R_i − mean_G)/std_G``, ``ã_i = (R_i − median_G)/std_G/T``,
+    ``ρ*_i = 1 − ε_l + (ε_l + ε_h)·σ(ã_i)``; groups laid out along ``axis``.
+
+    Returns ``(rho_star, advantages)``; the loss is ``bpo(log_ratio, rho_star, advantages)``.
+    """
+    mean = jnp.mean(returns, axis=axis, keepdims=True)
+    std = jnp.std(returns, axis=axis, keepdims=True)
+    median = jnp.median(returns, axis=axis, keepdims=True)
+    adv = (returns - mean) / (std + eps)
+    a_tilde = (returns - median) / (std + eps) / temperature
+    rho = 1.0 - eps_low + (eps_low + eps_high) * jax.nn.sigmoid(a_tilde)
+    return rho, adv

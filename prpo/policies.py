@@ -55,8 +55,12 @@ class _ActorCriticPolicy:
     def init(self, key, obs):
         return self.network.init(key, obs)
 
+    def _apply(self, params, obs):
+        out = self.network.apply(params, obs)
+        return out if len(out) == 3 else (*out, None)
+
     def distribution(self, params, obs):
-        out, value = self.network.apply(params, obs)
+        out, value, _ = self._apply(params, obs)
         return self._dist(out), value
 
     def act(self, params, obs, key):
@@ -68,15 +72,18 @@ class _ActorCriticPolicy:
         return action, aux
 
     def log_ratio(self, params, obs, action, aux, key=None):
-        dist, value = self.distribution(params, obs)
+        out, value, median = self._apply(params, obs)
+        dist = self._dist(out)
         log_prob = dist.log_prob(action)
         extras = {"entropy": dist.entropy(), "value": value, "log_prob": log_prob}
+        if median is not None:  # BPO's median head u(s)
+            extras["median"] = median
         if "dist" in aux:  # analytic KL(π_θ ‖ π_old) to the rollout policy
             extras["kl"] = dist.kl(aux["dist"])
         return log_prob - aux["log_prob"], extras
 
     def value(self, params, obs):
-        return self.network.apply(params, obs)[1]
+        return self._apply(params, obs)[1]
 
     def mode(self, params, obs):
         return self.distribution(params, obs)[0].mode()

@@ -68,6 +68,7 @@ def make_policy(cfg: Config, spec: envs_lib.EnvSpec, network=None):
             activation=cfg.activation,
             shared_trunk=cfg.shared_trunk,
             log_std_init=cfg.log_std_init,
+            median_head=cfg.objective == "bpo",
         )
     family = CategoricalPolicy if kind == "categorical" else GaussianPolicy
     return family(network, keep_dist=cfg.kl_schedule != "none")

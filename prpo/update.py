@@ -19,7 +19,7 @@ import optax
 from prpo import objectives, regularizers
 from prpo.advantages import normalize
 
-__all__ = ["Batch", "SURROGATES", "kl_coefficient", "make_optimizer", "make_loss", "sgd_epochs"]
+__all__ = ["Batch", "SURROGATES", "bpo_surrogate", "needs_context", "kl_coefficient", "make_optimizer", "make_loss", "sgd_epochs"]
 
 
 @flax.struct.dataclass
@@ -35,6 +35,33 @@ class Batch:
 
 Surrogate = Callable[[jax.Array, jax.Array, Any], tuple[jax.Array, dict]]
 
+
+def needs_context(fn):
+    """Mark a surrogate as ``f(log_ratio, adv, hp, ctx)``: ``ctx`` holds the minibatch's
+    ``returns`` and ``old_value`` and the policy family's extras (``value``, ``entropy``,
+    ``median``, ...) for objectives that need more than the advantage (BPO)."""
+    fn.needs_context = True
+    return fn
+
+
+@needs_context
+def bpo_surrogate(log_ratio, adv, hp, ctx):
+    """BPO: ``|r − ρ*|·|R − sg V(s)| + c_u·g(R − u(s))`` with ``ρ* = 1 − ε_l + (ε_l + ε_h)σ((R − u)/λ)``.
+
+    ``R`` are the GAE returns (``A + V_old``); ``adv`` is unused (BPO weights by ``R − V``);
+    ``hp.bpo_clamp > 0`` clips ``(R − u)/λ`` to ±bpo_clamp first (rsl_rl), 0 disables it (SB3).
+    """
+    del adv
+    returns, median = ctx["returns"], ctx["median"]
+    x = returns - median
+    bound = hp.bpo_clamp * hp.bpo_temp
+    x_target = jnp.where(hp.bpo_clamp > 0, jnp.clip(x, -bound, bound), x)
+    rho_star = objectives.bpo_target_ratio(x_target, hp.bpo_eps_low, hp.bpo_eps_high, hp.bpo_temp)
+    weight = returns - jax.lax.stop_gradient(ctx["value"])
+    loss, diag = objectives.bpo(log_ratio, rho_star, weight)
+    return loss + hp.bpo_median_coef * objectives.median_loss(x), diag
+
+
 #: Named surrogates ``f(log_ratio, adv, hp) -> (per-sample loss, diagnostics)``.
 SURROGATES: dict[str, Surrogate] = {
     "clip": lambda lr, adv, hp: objectives.ppo_clip(lr, adv, hp.clip_eps),
@@ -45,6 +72,7 @@ SURROGATES: dict[str, Surrogate] = {
     "ce_gppo": lambda lr, adv, hp: objectives.ce_gppo(lr, adv, hp.clip_eps, hp.ce_beta_low, hp.ce_beta_high, hp.dual_clip_c),
     "topr": lambda lr, adv, hp: objectives.topr(lr, adv),
     "ratio_var": lambda lr, adv, hp: objectives.ratio_variance_penalty(lr, adv, hp.rv_nu, hp.rv_delta),
+    "bpo": bpo_surrogate,
 }
 
 
@@ -91,7 +119,11 @@ def make_loss(cfg, policy, surrogate: Surrogate):
     def loss_fn(params, mb: Batch, hp, key, progress=0.0):
         log_ratio, extra = policy.log_ratio(params, mb.obs, mb.action, mb.aux, key)
         adv = normalize(mb.advantages) if cfg.adv_norm == "minibatch" else mb.advantages
-        pg_loss, _ = surrogate(log_ratio, adv, hp)
+        if getattr(surrogate, "needs_context", False):
+            ctx = {**extra, "returns": mb.returns, "old_value": mb.aux["value"]}
+            pg_loss, _ = surrogate(log_ratio, adv, hp, ctx)
+        else:
+            pg_loss, _ = surrogate(log_ratio, adv, hp)
         if cfg.clip_value:
             v_loss = regularizers.clipped_value_loss(extra["value"], mb.aux["value"], mb.returns, hp.vf_clip_eps)
         else:

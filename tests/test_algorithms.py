@@ -40,6 +40,25 @@ def test_kl_coefficient_schedule(schedule):
         assert float(kl_coefficient(C, hp, (K - 1) / K)) == pytest.approx(0.5 * K)
 
 
+def test_bpo_network_has_a_median_head_trained_by_the_median_loss():
+    cfg = algorithms.get("bpo").config("CartPole-v1", num_envs=4, num_steps=8, total_timesteps=64)
+    trainer = make_train(cfg)
+    state = trainer.init(jax.random.key(0), cfg.hp)
+    assert "median_head" in state.params["params"]
+    _, extras = trainer.policy.log_ratio(state.params, state.obs, jnp.zeros(4, jnp.int32), {"log_prob": jnp.zeros(4)}, None)
+    assert extras["median"].shape == (4,)
+    # the BPO surrogate: value |r − ρ*|·|R − V| + c_u·g(R − u), by hand at r = 1
+    from prpo.update import bpo_surrogate
+
+    hp = cfg.hp.replace(bpo_temp=1.0, bpo_eps_low=0.2, bpo_eps_high=0.3, bpo_median_coef=0.5)
+    R, V, u = jnp.array([2.0, -1.0]), jnp.array([0.5, 0.5]), jnp.array([1.0, 0.0])
+    loss, _ = bpo_surrogate(jnp.zeros(2), None, hp, {"returns": R, "value": V, "median": u})
+    sig = 1 / (1 + np.exp(-np.array([1.0, -1.0])))
+    rho = 1 - 0.2 + 0.5 * sig
+    g = np.log1p(np.exp([1.0, -1.0])) - 0.5 * np.array([1.0, -1.0])
+    np.testing.assert_allclose(loss, np.abs(1 - rho) * np.abs([1.5, -1.5]) + 0.5 * g, rtol=1e-5)
+
+
 @pytest.mark.parametrize("env", ["CartPole-v1", "Pendulum-v1"])
 def test_mdpo_kl_term_is_zero_at_the_start_of_each_iteration(env):
     cfg = algorithms.get("mdpo").config(env, num_envs=4, num_steps=8, total_timesteps=64)
@@ -61,9 +80,9 @@ def test_mdpo_kl_term_is_zero_at_the_start_of_each_iteration(env):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("algo", ["spo", "mdpo"])
+@pytest.mark.parametrize("algo", ["spo", "mdpo", "bpo"])
 def test_algorithm_solves_cartpole(algo):
-    """ALGORITHMS.md §4, §6: mean final return ≥ 475 over 4 seeds in 5e5 steps."""
+    """ALGORITHMS.md §4–6: mean final return ≥ 475 over 4 seeds in 5e5 steps."""
     cfg = algorithms.get(algo).config("CartPole-v1")
     result = run_experiment(cfg, seeds=4, progress=False)
     final = np.asarray(result.summary["final_returns"])

@@ -379,3 +379,53 @@ def test_ratio_variance_penalty(maybe_jit):
     # nu = 0 is policy_gradient
     l0, _ = ratio_variance_penalty(lr, a, 0.0, delta)
     np.testing.assert_allclose(l0, policy_gradient(lr, a)[0], **TOL)
+
+
+# -- BPO ----------------------------------------------------------------------------------
+
+def test_bpo_target_ratio_limits():
+    from prpo.objectives import bpo_target_ratio
+
+    x = jnp.array([-2.0, -1e-2, 1e-2, 3.0])
+    small = np.asarray(bpo_target_ratio(x, 0.2, 0.3, 1e-6))  # λ → 0: a step at the median
+    np.testing.assert_allclose(small, [0.8, 0.8, 1.3, 1.3], rtol=1e-6)
+    large = np.asarray(bpo_target_ratio(x, 0.2, 0.3, 1e6))  # λ → ∞: the middle of the bounds
+    np.testing.assert_allclose(large, 1.0 + (0.3 - 0.2) / 2, rtol=1e-5)
+    clamped = np.asarray(bpo_target_ratio(jnp.array([1e9]), 0.2, 0.3, 1.0, clamp=10.0))
+    np.testing.assert_allclose(clamped, 0.8 + 0.5 / (1 + np.exp(-10.0)), rtol=1e-6)
+
+
+def test_median_loss_minimiser_is_the_median():
+    from prpo.objectives import median_loss
+
+    samples = jnp.array([-3.0, 0.5, 1.0, 2.0, 40.0])
+    us = jnp.linspace(-5, 45, 20001)
+    # g is a smoothed |x|/2: its minimiser lies near the median (1.0), far from the mean (8.1)
+    risk = jax.vmap(lambda u: median_loss(samples - u).mean())(us)
+    best = float(us[jnp.argmin(risk)])
+    assert abs(best - 1.0) < 1.0 and abs(best - float(samples.mean())) > 5
+    np.testing.assert_allclose(jax.grad(lambda x: median_loss(x))(0.7), 1 / (1 + np.exp(-0.7)) - 0.5, rtol=1e-6)
+
+
+def test_bpo_loss_value_and_gradient():
+    from prpo.objectives import bpo
+
+    lr = jnp.log(jnp.array([0.7, 1.2, 1.0]))
+    rho = jnp.array([1.0, 1.0, 1.3])
+    w = jnp.array([2.0, -1.0, 0.5])
+    loss, diag = bpo(lr, rho, w)
+    r = np.array([0.7, 1.2, 1.0])
+    np.testing.assert_allclose(loss, np.abs((r - np.asarray(rho)) * np.asarray(w)), rtol=1e-6)
+    grad = jax.grad(lambda x: bpo(x, rho, w)[0].sum())(lr)
+    np.testing.assert_allclose(grad, np.sign(r - np.asarray(rho)) * np.abs(np.asarray(w)) * r, rtol=1e-6)
+
+
+def test_gbpo_targets_against_numpy():
+    from prpo.objectives import gbpo_targets
+
+    R = np.array([[1.0, 2.0, 4.0, 7.0]])
+    rho, adv = gbpo_targets(jnp.asarray(R), 0.2, 0.2, 0.5)
+    std = R.std()
+    np.testing.assert_allclose(adv, (R - R.mean()) / (std + 1e-8), rtol=1e-6)
+    expected = 0.8 + 0.4 / (1 + np.exp(-((R - np.median(R)) / std / 0.5)))
+    np.testing.assert_allclose(rho, expected, rtol=1e-6)
