@@ -1,0 +1,166 @@
+"""Ablation runner: algorithms × environments × seeds (× hyperparameter grid) → table + curves.
+
+Every (algorithm, env) pair is one compile: its seeds and grid settings are vmapped together
+(shapes differ between algorithms and envs, so those are separate compiles). Writes
+
+    OUT/results.json   every run's per-seed final returns and diagnostics
+    OUT/results.md     mean ± standard error of the final return, mean/max |r − 1|,
+                       clip fraction, approx-KL (means over training; max over training)
+    OUT/curves.png     return and mean |r − 1| per update, one column per env
+
+Examples::
+
+    # the Brax comparison (GPU): PPO vs SPO vs BPO vs MDPO on three tasks, 5 seeds each
+    python experiments/ablation.py --algos ppo,spo,bpo,mdpo --envs ant,hopper,halfcheetah \
+        --seeds 5 --total-steps 1e7 --set env_backend=positional --out experiments/results/brax
+    # SPO's headline: the same deep 7-layer policy for both
+    python experiments/ablation.py --algos ppo,spo --envs hopper --seeds 5 \
+        --set actor_hidden=256,256,128,128,64,64 --set critic_hidden=64,64 --out experiments/results/deep
+    # a quick CPU check
+    python experiments/ablation.py --algos ppo,spo --envs CartPole-v1 --seeds 2 --total-steps 5e4
+
+Compared with: SPO (Xie et al.) — with deep policies PPO's ratio deviation grows and its return
+falls behind while SPO's ratio stays bounded; BPO ≥ PPO on MuJoCo (numbers unverified);
+MDPO ≥ PPO on MuJoCo (ALGORITHMS.md §4–6, BENCHMARKS.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import time
+
+import numpy as np
+
+from prpo import algorithms
+from prpo.config import ConfigError
+from prpo.experiment import run_experiment
+
+
+def _kv(items):
+    return dict(item.split("=", 1) for item in items)
+
+
+def run(args, on_row=None) -> list[dict]:
+    overrides = _kv(args.set)
+    if args.total_steps:
+        overrides["total_timesteps"] = str(int(float(args.total_steps)))
+    if args.num_envs:
+        overrides["num_envs"] = str(args.num_envs)
+    grid = {k: [float(x) for x in v.split(",")] for k, v in _kv(args.grid).items()}
+    rows = []
+    for env in args.envs:
+        for algo in args.algos:
+            cfg = algorithms.get(algo).config(env, **overrides)
+            t0 = time.perf_counter()
+            res = run_experiment(cfg, seeds=args.seeds, seed=args.seed, grid=grid, progress=not args.no_progress)
+            m = res.metrics  # [G, S, U]
+            for g, setting in enumerate(res.grid):
+                final = np.asarray(m["last_return"][g, :, -1], np.float64)
+                rows.append({
+                    "algo": algo, "env": env, "setting": setting, "seeds": args.seeds,
+                    "env_steps": cfg.num_updates * cfg.batch_size,
+                    "final_returns": final.tolist(),
+                    "return_mean": float(np.nanmean(final)),
+                    "return_stderr": float(np.nanstd(final, ddof=1) / math.sqrt(len(final))) if len(final) > 1 else 0.0,
+                    "ratio_dev_mean": float(np.nanmean(m["ratio_dev_mean"][g])),
+                    "ratio_dev_mean_last": float(np.nanmean(m["ratio_dev_mean"][g, :, -1])),
+                    "ratio_dev_max": float(np.nanmax(m["ratio_dev_max"][g])),
+                    "clip_frac": float(np.nanmean(m["clip_frac"][g])),
+                    "approx_kl": float(np.nanmean(m["approx_kl"][g])),
+                    "curve_steps": ((np.arange(m["update"].shape[-1]) + 1) * cfg.batch_size).tolist(),
+                    "curve_return": np.nanmean(m["last_return"][g], axis=0).tolist(),
+                    "curve_return_stderr": (np.nanstd(m["last_return"][g], axis=0) / math.sqrt(args.seeds)).tolist(),
+                    "curve_ratio_dev": np.nanmean(m["ratio_dev_mean"][g], axis=0).tolist(),
+                    "steps_per_s": res.summary["steps_per_s"], "compile_s": res.summary["compile_s"],
+                    "wall_s": time.perf_counter() - t0,
+                    "config": cfg.to_dict(),
+                })
+                print(f"{algo:5s} {env:14s} {setting or ''} return {rows[-1]['return_mean']:9.1f} ± "
+                      f"{rows[-1]['return_stderr']:.1f}  |r-1| {rows[-1]['ratio_dev_mean']:.4f} "
+                      f"(max {rows[-1]['ratio_dev_max']:.2f})", flush=True)
+            if on_row is not None:  # save as we go: a long sweep cut short keeps what it finished
+                on_row(rows)
+    return rows
+
+
+def markdown(rows, command: str) -> str:
+    lines = [f"Command: `{command}`", "",
+             "| env | algo | setting | seeds | env steps | final return (mean ± s.e.) | mean abs(r−1) | "
+             "max abs(r−1) | clip frac | approx-KL |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        setting = ", ".join(f"{k}={v:g}" for k, v in r["setting"].items()) or "—"
+        lines.append(f"| {r['env']} | {r['algo']} | {setting} | {r['seeds']} | {r['env_steps']:.3g} | "
+                     f"{r['return_mean']:.1f} ± {r['return_stderr']:.1f} | {r['ratio_dev_mean']:.4f} | "
+                     f"{r['ratio_dev_max']:.3f} | {r['clip_frac']:.3f} | {r['approx_kl']:.4f} |")
+    return "\n".join(lines) + "\n"
+
+
+def plot(rows, path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    envs = list(dict.fromkeys(r["env"] for r in rows))
+    fig, axes = plt.subplots(2, len(envs), figsize=(4.5 * len(envs), 6.5), squeeze=False)
+    for j, env in enumerate(envs):
+        for r in (r for r in rows if r["env"] == env):
+            label = r["algo"] + ("" if not r["setting"] else " " + ",".join(f"{k}={v:g}" for k, v in r["setting"].items()))
+            x = np.asarray(r["curve_steps"])
+            y, e = np.asarray(r["curve_return"]), np.asarray(r["curve_return_stderr"])
+            axes[0, j].plot(x, y, label=label)
+            axes[0, j].fill_between(x, y - e, y + e, alpha=0.2)
+            axes[1, j].plot(x, r["curve_ratio_dev"], label=label)
+        axes[0, j].set_title(env)
+        axes[0, j].set_ylabel("episode return")
+        axes[1, j].set_ylabel("mean |r − 1|")
+        axes[1, j].set_xlabel("env steps")
+        axes[1, j].set_yscale("log")
+        axes[0, j].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--algos", default="ppo,spo,bpo,mdpo", type=lambda s: s.split(","), help="comma-separated algorithms")
+    p.add_argument("--envs", default="CartPole-v1", type=lambda s: s.split(","), help="comma-separated envs")
+    p.add_argument("--seeds", type=int, default=5, help="seeds per (algo, env, setting), vmapped")
+    p.add_argument("--seed", type=int, default=0, help="base seed")
+    p.add_argument("--total-steps", default=None, help="env steps per seed (default: each preset's)")
+    p.add_argument("--num-envs", type=int, default=None, help="parallel envs per seed (default: each preset's)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override for every run")
+    p.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2", help="hyperparameter sweep (vmapped)")
+    p.add_argument("--out", default="experiments/results/ablation", help="output folder")
+    p.add_argument("--no-progress", action="store_true")
+    args = p.parse_args(argv)
+    command = "python experiments/ablation.py " + " ".join(argv if argv is not None else sys.argv[1:])
+
+    def save(rows):
+        os.makedirs(args.out, exist_ok=True)
+        with open(os.path.join(args.out, "results.json"), "w") as f:
+            json.dump({"command": command, "rows": rows}, f, indent=1)
+        with open(os.path.join(args.out, "results.md"), "w") as f:
+            f.write(markdown(rows, command))
+        try:
+            plot(rows, os.path.join(args.out, "curves.png"))
+        except ImportError:
+            print("matplotlib is not installed: no curves.png (pip install matplotlib)", file=sys.stderr)
+
+    try:
+        for a in args.algos:
+            algorithms.get(a)
+        rows = run(args, on_row=save)
+    except ConfigError as e:
+        p.exit(2, f"ablation: error: {e}\n")
+    print(markdown(rows, command))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
