@@ -4,8 +4,10 @@ Every (algorithm, env) pair is one compile: its seeds and grid settings are vmap
 (shapes differ between algorithms and envs, so those are separate compiles). Writes
 
     OUT/results.json   every run's per-seed final returns and diagnostics
-    OUT/results.md     mean ± standard error of the final return, mean/max |r − 1|,
-                       clip fraction, approx-KL (means over training; max over training)
+    OUT/results.md     mean ± standard error of the final return (training episodes of the last
+                       update with finished episodes; with --eval also a deterministic
+                       evaluation of the final policy), mean/max |r − 1|, clip fraction,
+                       approx-KL (means over training; max over training)
     OUT/curves.png     return and mean |r − 1| per update, one column per env
 
 Examples::
@@ -38,6 +40,20 @@ import numpy as np
 from prpo import algorithms
 from prpo.config import ConfigError
 from prpo.experiment import run_experiment
+from prpo.train import evaluate, make_train
+
+
+def _evaluate_all(cfg, state, seed):
+    """Deterministic evaluation of every final policy ([G, S] states): one episode per env,
+    observation statistics frozen. Unlike the training return, it does not mix policies of
+    different updates (in a 1000-step episode without terminations, 100 updates pass)."""
+    import jax
+
+    trainer = make_train(cfg)
+    one = lambda s, k: evaluate(trainer, s, k)  # noqa: E731
+    g, n = jax.tree.leaves(state.params)[0].shape[:2]
+    keys = jax.random.split(jax.random.key(seed + 10_000), g * n).reshape(g, n)
+    return np.asarray(jax.jit(jax.vmap(jax.vmap(one)))(state, keys), np.float64)
 
 
 def _kv(items):
@@ -58,6 +74,7 @@ def run(args, on_row=None) -> list[dict]:
             t0 = time.perf_counter()
             res = run_experiment(cfg, seeds=args.seeds, seed=args.seed, grid=grid, progress=not args.no_progress)
             m = res.metrics  # [G, S, U]
+            evals = _evaluate_all(cfg, res.state, args.seed) if args.eval else None
             for g, setting in enumerate(res.grid):
                 final = np.asarray(m["last_return"][g, :, -1], np.float64)
                 rows.append({
@@ -66,6 +83,9 @@ def run(args, on_row=None) -> list[dict]:
                     "final_returns": final.tolist(),
                     "return_mean": float(np.nanmean(final)),
                     "return_stderr": float(np.nanstd(final, ddof=1) / math.sqrt(len(final))) if len(final) > 1 else 0.0,
+                    "eval_returns": None if evals is None else evals[g].tolist(),
+                    "eval_mean": None if evals is None else float(evals[g].mean()),
+                    "eval_stderr": None if evals is None or len(evals[g]) < 2 else float(evals[g].std(ddof=1) / math.sqrt(len(evals[g]))),
                     "ratio_dev_mean": float(np.nanmean(m["ratio_dev_mean"][g])),
                     "ratio_dev_mean_last": float(np.nanmean(m["ratio_dev_mean"][g, :, -1])),
                     "ratio_dev_max": float(np.nanmax(m["ratio_dev_max"][g])),
@@ -89,13 +109,15 @@ def run(args, on_row=None) -> list[dict]:
 
 def markdown(rows, command: str) -> str:
     lines = [f"Command: `{command}`", "",
-             "| env | algo | setting | seeds | env steps | final return (mean ± s.e.) | mean abs(r−1) | "
-             "max abs(r−1) | clip frac | approx-KL |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "| env | algo | setting | seeds | env steps | final return (mean ± s.e.) | eval return (mean ± s.e.) | "
+             "mean abs(r−1) | max abs(r−1) | clip frac | approx-KL |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         setting = ", ".join(f"{k}={v:g}" for k, v in r["setting"].items()) or "—"
         lines.append(f"| {r['env']} | {r['algo']} | {setting} | {r['seeds']} | {r['env_steps']:.3g} | "
-                     f"{r['return_mean']:.1f} ± {r['return_stderr']:.1f} | {r['ratio_dev_mean']:.4f} | "
+                     f"{r['return_mean']:.1f} ± {r['return_stderr']:.1f} | "
+                     + ("—" if r.get("eval_mean") is None else f"{r['eval_mean']:.1f} ± {r['eval_stderr'] or 0:.1f}")
+                     + f" | {r['ratio_dev_mean']:.4f} | "
                      f"{r['ratio_dev_max']:.3f} | {r['clip_frac']:.3f} | {r['approx_kl']:.4f} |")
     return "\n".join(lines) + "\n"
 
@@ -137,6 +159,7 @@ def main(argv=None) -> int:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override for every run")
     p.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2", help="hyperparameter sweep (vmapped)")
     p.add_argument("--out", default="experiments/results/ablation", help="output folder")
+    p.add_argument("--eval", action="store_true", help="also evaluate each final policy (deterministic, 1 episode per env)")
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
     command = "python experiments/ablation.py " + " ".join(argv if argv is not None else sys.argv[1:])

@@ -1,0 +1,10 @@
+"""Test-session settings, applied before JAX is imported by any test module."""
+
+import os
+
+# XLA's multi-threaded Eigen runtime on CPU has been seen to wedge (all pool threads parked
+# inside block_until_ready) on vmapped training graphs under load, about once in tens of runs.
+# Tests run one process per core under pytest-xdist, so single-threaded Eigen costs nothing.
+flags = os.environ.get("XLA_FLAGS", "")
+if "xla_cpu_multi_thread_eigen" not in flags:
+    os.environ["XLA_FLAGS"] = (flags + " --xla_cpu_multi_thread_eigen=false").strip()
