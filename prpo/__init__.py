@@ -23,7 +23,7 @@ from prpo.config import PRESETS, Config, ConfigError, Hyperparams, apply_overrid
 from prpo.distributions import Categorical, DiagGaussian, TanhGaussian
 from prpo.envs import make_env
 from prpo.experiment import ExperimentResult, grid_hyperparams, run_experiment
-from prpo.objectives import dual_clip, policy_gradient, ppo_clip, ratio_diagnostics
+from prpo.objectives import bpo, ce_gppo, dual_clip, policy_gradient, ppo_clip, pspo, ratio_diagnostics, spo, topr
 from prpo.policies import CategoricalPolicy, GaussianPolicy
 from prpo.regularizers import clipped_value_loss, entropy_loss, value_loss
 from prpo.train import NonFiniteLossError, TrainState, Trainer, evaluate, make_policy, make_train
@@ -50,6 +50,11 @@ __all__ = [
     "clipped_value_loss",
     "distributions",
     "dual_clip",
+    "bpo",
+    "ce_gppo",
+    "pspo",
+    "spo",
+    "topr",
     "entropy_loss",
     "envs",
     "evaluate",
