@@ -145,3 +145,14 @@ register(
         },
     )
 )
+
+#: PPO-EWMA (decoupled PPO, Hilton et al.): clip against a proximal policy that is an EWMA of
+#: the parameters, importance-weight by π_θ/π_behaviour (capped at 100). Simplification: the
+#: EWMA is taken once per update (the paper updates it after every optimizer step).
+register(
+    Algorithm(
+        name="ppo_ewma",
+        description="PPO-EWMA / decoupled PPO: clip to an EWMA proximal policy (batch-size invariance)",
+        overrides=dict(objective="decoupled"),
+    )
+)

@@ -64,6 +64,7 @@ class Hyperparams:
     bpo_temp: float = 1e-3  # BPO temperature λ of ρ* = 1 − ε_l + (ε_l + ε_h)σ((R − u)/λ)
     bpo_median_coef: float = 0.5  # BPO median-head loss coefficient c_u
     bpo_clamp: float = 0.0  # clip (R − u)/λ to ±bpo_clamp (rsl_rl: 10); 0 = no clamp (SB3 reference)
+    ewma_decay: float = 0.9  # PPO-EWMA: π_prox ← β·π_prox + (1 − β)·π_θ after each update (β UNVERIFIED)
     kl_coef: float = 1.0  # scale of the KL(π‖π_k) regulariser (MDPO: times 1/t_k); kl_schedule picks the form
 
     def replace(self, **kw) -> "Hyperparams":  # typed alias of flax's replace
@@ -72,7 +73,7 @@ class Hyperparams:
 
 _CHOICES = {
     "distribution": ("auto", "categorical", "gaussian"),
-    "objective": ("clip", "dual_clip", "pg", "spo", "pspo", "ce_gppo", "topr", "ratio_var", "bpo"),
+    "objective": ("clip", "dual_clip", "pg", "spo", "pspo", "ce_gppo", "topr", "ratio_var", "bpo", "decoupled"),
     "kl_schedule": ("none", "constant", "mdpo"),
     "adv_norm": ("minibatch", "batch", "none"),
     "optimizer": ("adam", "rmsprop"),
@@ -233,6 +234,7 @@ def check_hyperparams(hp: Hyperparams) -> None:
         "rv_nu": (lambda v: v >= 0, ">= 0"),
         "rv_delta": (lambda v: v >= 0, ">= 0"),
         "kl_coef": (lambda v: v >= 0, ">= 0"),
+        "ewma_decay": (lambda v: 0 <= v < 1, "in [0, 1)"),
         "bpo_eps_low": (lambda v: 0 <= v < 1, "in [0, 1)"),
         "bpo_eps_high": (lambda v: v >= 0, ">= 0"),
         "bpo_temp": (lambda v: v > 0, "> 0"),

@@ -51,6 +51,7 @@ class TrainState:
     update: jax.Array  # number of updates done (int32)
     last_return: jax.Array  # mean return of the most recent update with finished episodes
     nonfinite_update: jax.Array  # index of the first update with a non-finite loss, -1 if none
+    prox_params: Any = None  # PPO-EWMA: the proximal policy's parameters (EWMA of params)
 
 
 def make_policy(cfg: Config, spec: envs_lib.EnvSpec, network=None):
@@ -185,6 +186,7 @@ def make_train(cfg: Config, policy=None, network=None, surrogate=None) -> Traine
             update=jnp.zeros((), jnp.int32),
             last_return=jnp.full((), jnp.nan, jnp.float32),
             nonfinite_update=jnp.full((), -1, jnp.int32),
+            prox_params=params if cfg.objective == "decoupled" else None,
         )
 
     def update(state: TrainState, hp: Hyperparams):
@@ -222,6 +224,9 @@ def make_train(cfg: Config, policy=None, network=None, surrogate=None) -> Traine
             advantages=flat(advantages),
             returns=flat(returns),
         )
+        if cfg.objective == "decoupled":  # log π_prox of the batch, fixed during this update
+            _, prox = policy.log_ratio(state.prox_params, batch.obs, batch.action, batch.aux, None)
+            batch = batch.replace(aux={**batch.aux, "log_prob_prox": jax.lax.stop_gradient(prox["log_prob"])})
         tx = make_optimizer(cfg, hp, num_updates)
         progress = state.update / num_updates  # (k − 1)/K for iteration k = 1..K
         params, opt_state, metrics = sgd_epochs(cfg, loss_fn, tx, state.params, state.opt_state, batch, hp, k_sgd, progress)
@@ -253,6 +258,9 @@ def make_train(cfg: Config, policy=None, network=None, surrogate=None) -> Traine
             update=state.update + 1,
             last_return=last_return,
             nonfinite_update=nonfinite,
+            prox_params=None if state.prox_params is None else jax.tree.map(
+                lambda p, q: hp.ewma_decay * p + (1.0 - hp.ewma_decay) * q, state.prox_params, params
+            ),
         )
         return new_state, metrics
 

@@ -19,7 +19,7 @@ import optax
 from prpo import objectives, regularizers
 from prpo.advantages import normalize
 
-__all__ = ["Batch", "SURROGATES", "bpo_surrogate", "needs_context", "kl_coefficient", "make_optimizer", "make_loss", "sgd_epochs"]
+__all__ = ["Batch", "SURROGATES", "bpo_surrogate", "decoupled_surrogate", "needs_context", "kl_coefficient", "make_optimizer", "make_loss", "sgd_epochs"]
 
 
 @flax.struct.dataclass
@@ -73,7 +73,23 @@ SURROGATES: dict[str, Surrogate] = {
     "topr": lambda lr, adv, hp: objectives.topr(lr, adv),
     "ratio_var": lambda lr, adv, hp: objectives.ratio_variance_penalty(lr, adv, hp.rv_nu, hp.rv_delta),
     "bpo": bpo_surrogate,
+    "decoupled": None,  # set below (needs context)
 }
+
+
+@needs_context
+def decoupled_surrogate(log_ratio, adv, hp, ctx):
+    """PPO-EWMA / decoupled PPO: clip against the proximal policy π_prox (an EWMA of the
+    parameters), importance-weight by π_θ/π_behaviour with the weight capped at 100.
+
+    ``log_ratio`` is log π_θ − log π_b (rollout policy); ``ctx["aux"]["log_prob_prox"]`` holds
+    log π_prox of the batch's actions.
+    """
+    log_ratio_prox = ctx["log_prob"] - ctx["aux"]["log_prob_prox"]
+    return objectives.decoupled_clip(log_ratio_prox, log_ratio, adv, hp.clip_eps)
+
+
+SURROGATES["decoupled"] = decoupled_surrogate
 
 
 def make_optimizer(cfg, hp, num_updates: int) -> optax.GradientTransformation:
@@ -120,7 +136,7 @@ def make_loss(cfg, policy, surrogate: Surrogate):
         log_ratio, extra = policy.log_ratio(params, mb.obs, mb.action, mb.aux, key)
         adv = normalize(mb.advantages) if cfg.adv_norm == "minibatch" else mb.advantages
         if getattr(surrogate, "needs_context", False):
-            ctx = {**extra, "returns": mb.returns, "old_value": mb.aux["value"]}
+            ctx = {**extra, "returns": mb.returns, "old_value": mb.aux["value"], "aux": mb.aux}
             pg_loss, _ = surrogate(log_ratio, adv, hp, ctx)
         else:
             pg_loss, _ = surrogate(log_ratio, adv, hp)

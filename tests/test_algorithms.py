@@ -89,3 +89,21 @@ def test_algorithm_solves_cartpole(algo):
     assert final.mean() >= 475, final
     if algo == "spo":  # SPO keeps the ratio near 1: its mean deviation stays below the PPO clip width
         assert np.nanmax(result.metrics["ratio_dev_mean"]) < 0.2
+
+
+def test_ppo_ewma_with_zero_decay_is_ppo():
+    """β = 0: the proximal policy is the behaviour policy, so the decoupled objective is PPO-clip."""
+    base = algorithms.get("ppo").config("CartPole-v1", num_envs=4, num_steps=16, total_timesteps=4 * 16 * 3, num_minibatches=2)
+    ewma = algorithms.get("ppo_ewma").config("CartPole-v1", num_envs=4, num_steps=16, total_timesteps=4 * 16 * 3,
+                                             num_minibatches=2, ewma_decay=0.0)
+    s_ppo, _ = jax.jit(make_train(base))(jax.random.key(0))
+    s_ewma, _ = jax.jit(make_train(ewma))(jax.random.key(0))
+    for x, y in zip(jax.tree.leaves(s_ppo.params), jax.tree.leaves(s_ewma.params)):
+        np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-5, atol=1e-6)
+    # with β > 0 the proximal policy lags behind: after one update π_prox = β·θ_0 + (1 − β)·θ_1
+    lagging = ewma.replace(hp=ewma.hp.replace(ewma_decay=0.9))
+    trainer = make_train(lagging)
+    s0 = trainer.init(jax.random.key(0), lagging.hp)
+    s1, _ = jax.jit(trainer.update)(s0, lagging.hp)
+    for p0, p1, prox in zip(jax.tree.leaves(s0.params), jax.tree.leaves(s1.params), jax.tree.leaves(s1.prox_params)):
+        np.testing.assert_allclose(np.asarray(prox), 0.9 * np.asarray(p0) + 0.1 * np.asarray(p1), rtol=1e-5, atol=1e-7)
