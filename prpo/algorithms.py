@@ -26,6 +26,7 @@ class Algorithm:
     family_overrides: dict = dataclasses.field(default_factory=dict)  # preset kind -> extra overrides
     action_spaces: tuple[str, ...] = ("discrete", "continuous")
     extra_check: Callable[[Config], None] | None = None
+    value_based: bool = False  # True: a Q-learning algorithm (QPolicy + TD loss in the shared loop)
 
     def config(self, env: str = "CartPole-v1", preset_name: str | None = None, **overrides) -> Config:
         """The config of this algorithm on ``env``: preset (default: the env family's), then the
@@ -41,8 +42,8 @@ class Algorithm:
         self.check(cfg)
         return cfg
 
-    def check(self, cfg: Config) -> None:
-        """Validate ``cfg`` for this algorithm and its env (no compilation)."""
+    def check(self, cfg: Config):
+        """Validate ``cfg`` for this algorithm and its env (no compilation); return the env spec."""
         from prpo import envs
         from prpo.train import check_env
 
@@ -55,6 +56,7 @@ class Algorithm:
             )
         if self.extra_check is not None:
             self.extra_check(cfg)
+        return spec
 
 
 _REGISTRY: dict[str, Algorithm] = {}
@@ -154,5 +156,24 @@ register(
         name="ppo_ewma",
         description="PPO-EWMA / decoupled PPO: clip to an EWMA proximal policy (batch-size invariance)",
         overrides=dict(objective="decoupled"),
+    )
+)
+
+
+def _check_pqn(cfg: Config) -> None:
+    if cfg.normalize_reward:
+        raise ConfigError("normalize_reward=True is not used by pqn; scale rewards with reward_scale instead")
+
+
+#: PQN: ε-greedy Q-learning with LayerNorm, Q(λ) targets from rollout-time Q values, RAdam and
+#: no replay buffer or target network. Presets pqn-cartpole / pqn-minatar (purejaxql defaults).
+register(
+    Algorithm(
+        name="pqn",
+        description="PQN: parallelised Q(λ)-learning, LayerNorm Q-network, ε-greedy (discrete actions)",
+        overrides=dict(optimizer="radam", activation="relu", actor_hidden=(256, 256), adam_eps=1e-8, max_grad_norm=10.0),
+        action_spaces=("discrete",),
+        extra_check=_check_pqn,
+        value_based=True,
     )
 )

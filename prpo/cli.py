@@ -138,6 +138,8 @@ def main(argv=None) -> int:
         parser.exit(1, f"prpo: error: {e}\n")
     s = result.summary
     keys = ("algo", "env", "seeds", "env_steps", "final_return_mean", "final_return_std", "steps_per_s", "compile_s", "wall_s")
+    if "final_eval_return_mean" in s:
+        keys = keys[:6] + ("final_eval_return_mean",) + keys[6:]
     print(json.dumps({k: s[k] for k in keys}, indent=None))
     if args.out:
         print(f"wrote {args.out}/summary.json and {args.out}/metrics.jsonl")

@@ -66,6 +66,10 @@ class Hyperparams:
     bpo_clamp: float = 0.0  # clip (R − u)/λ to ±bpo_clamp (rsl_rl: 10); 0 = no clamp (SB3 reference)
     ewma_decay: float = 0.9  # PPO-EWMA: π_prox ← β·π_prox + (1 − β)·π_θ after each update (β UNVERIFIED)
     kl_coef: float = 1.0  # scale of the KL(π‖π_k) regulariser (MDPO: times 1/t_k); kl_schedule picks the form
+    reward_scale: float = 1.0  # rewards are multiplied by this before targets are computed (PQN CartPole: 0.1)
+    eps_start: float = 1.0  # PQN ε-greedy: ε at the first update
+    eps_finish: float = 0.05  # PQN: ε after the decay
+    eps_decay: float = 0.1  # PQN: fraction of all updates over which ε decays linearly
 
     def replace(self, **kw) -> "Hyperparams":  # typed alias of flax's replace
         return dataclasses.replace(self, **kw)
@@ -76,12 +80,13 @@ _CHOICES = {
     "objective": ("clip", "dual_clip", "pg", "spo", "pspo", "ce_gppo", "topr", "ratio_var", "bpo", "decoupled"),
     "kl_schedule": ("none", "constant", "mdpo"),
     "adv_norm": ("minibatch", "batch", "none"),
-    "optimizer": ("adam", "rmsprop"),
+    "optimizer": ("adam", "rmsprop", "radam"),
     "activation": ("tanh", "relu", "silu", "gelu", "elu"),
     "env_backend": (None, "mjx", "positional", "generalized", "spring"),
     "brax_reset": ("cached", "fresh"),
     "truncation_value": ("always", "cond"),
     "shuffle": ("samples", "envs"),
+    "q_torso": ("auto", "mlp", "conv"),
 }
 
 
@@ -119,6 +124,10 @@ class Config:
     truncation_value: str = "always"  # V(final obs): "always" computed (no host sync) or under lax.cond
     shuffle: str = "samples"  # minibatches of shuffled samples, or of whole env trajectories ("envs")
     unroll: int | None = None  # lax.scan unroll of rollout and GAE loops; None: 1 on CPU, 8 on GPU/TPU
+    eval_every: int = 0  # in-loop deterministic (greedy) evaluation every this many updates; 0 = off
+    eval_envs: int | None = None  # envs (one episode each) per in-loop evaluation; None = num_envs
+    q_torso: str = "auto"  # PQN Q-network torso: "conv" for image observations (MinAtar), else "mlp"
+    q_layer_norm: bool = True  # PQN: LayerNorm before every activation (False: the unstable ablation)
     hp: Hyperparams = dataclasses.field(default_factory=Hyperparams)
 
     def __post_init__(self):
@@ -132,6 +141,10 @@ class Config:
                 continue
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
                 raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+        if not isinstance(self.eval_every, int) or isinstance(self.eval_every, bool) or self.eval_every < 0:
+            raise ConfigError(f"eval_every must be an integer >= 0 (updates between evaluations; 0 = off), got {self.eval_every!r}")
+        if self.eval_envs is not None and (not isinstance(self.eval_envs, int) or self.eval_envs <= 0):
+            raise ConfigError(f"eval_envs must be a positive integer or None, got {self.eval_envs!r}")
         if self.episode_length is not None and self.episode_length <= 0:
             raise ConfigError(f"episode_length must be a positive integer or None, got {self.episode_length!r}")
         for name in ("actor_hidden", "critic_hidden"):
@@ -240,6 +253,10 @@ def check_hyperparams(hp: Hyperparams) -> None:
         "bpo_temp": (lambda v: v > 0, "> 0"),
         "bpo_median_coef": (lambda v: v >= 0, ">= 0"),
         "bpo_clamp": (lambda v: v >= 0, ">= 0"),
+        "reward_scale": (lambda v: v > 0, "> 0"),
+        "eps_start": (lambda v: 0 <= v <= 1, "in [0, 1]"),
+        "eps_finish": (lambda v: 0 <= v <= 1, "in [0, 1]"),
+        "eps_decay": (lambda v: 0 < v <= 1, "in (0, 1]"),
     }
     for name, (ok, text) in rules.items():
         values = concrete(name)
@@ -306,11 +323,59 @@ def _minatar() -> Config:
     )
 
 
+def _pqn_cartpole() -> Config:
+    """purejaxql's PQN CartPole defaults (ALGORITHMS.md §3)."""
+    return Config(
+        algo="pqn",
+        env="CartPole-v1",
+        num_envs=32,
+        num_steps=64,
+        total_timesteps=500_000,
+        update_epochs=4,
+        num_minibatches=16,
+        actor_hidden=(256, 256),
+        activation="relu",
+        optimizer="radam",
+        anneal_lr=True,
+        eval_every=5,  # purejaxql: every 5% of the 244 updates, 128 greedy episodes
+        eval_envs=128,
+        hp=Hyperparams(
+            lr=1e-4, gamma=0.99, gae_lambda=0.95, max_grad_norm=10.0, adam_eps=1e-8, reward_scale=0.1,
+            eps_start=1.0, eps_finish=0.2, eps_decay=0.2,
+        ),
+    )
+
+
+def _pqn_minatar() -> Config:
+    """purejaxql's PQN MinAtar defaults (ALGORITHMS.md §3): conv torso, 128 envs × 32 steps."""
+    return Config(
+        algo="pqn",
+        env="Breakout-MinAtar",
+        num_envs=128,
+        num_steps=32,
+        total_timesteps=10_000_000,
+        update_epochs=2,
+        num_minibatches=32,
+        actor_hidden=(128,),
+        activation="relu",
+        optimizer="radam",
+        anneal_lr=True,
+        eval_every=122,  # about 5% of the 2441 updates
+        eval_envs=128,
+        hp=Hyperparams(
+            lr=5e-4, gamma=0.99, gae_lambda=0.65, max_grad_norm=10.0, adam_eps=1e-8,
+            eps_start=1.0, eps_finish=0.05, eps_decay=0.1,
+        ),
+    )
+
+
 PRESETS: dict[str, typing.Callable[[], Config]] = {
     "ppo-cartpole": _cartpole,
     "ppo-classic-continuous": _classic_continuous,
     "ppo-brax": _brax,
     "ppo-minatar": _minatar,
+    "pqn-cartpole": _pqn_cartpole,
+    "pqn-minatar": _pqn_minatar,
 }
 
 

@@ -114,7 +114,12 @@ def run_experiment(
 
     over_seeds = lambda f: jax.vmap(f, in_axes=(0, None))  # noqa: E731
     init = jax.jit(jax.vmap(over_seeds(trainer.init), in_axes=(None, 0)))
-    sizes = _chunking(cfg.num_updates, chunks)
+    if cfg.eval_every:  # chunks of whole evaluation periods, so evaluations fall every eval_every updates
+        blocks, rest = divmod(cfg.num_updates, cfg.eval_every)
+        sizes = [n * cfg.eval_every for n in _chunking(blocks, chunks)] if blocks else []
+        sizes += [rest] if rest else []
+    else:
+        sizes = _chunking(cfg.num_updates, chunks)
     runners = {}
     t0 = time.perf_counter()
     state = init(keys, hps)
@@ -144,7 +149,10 @@ def run_experiment(
         bad = np.asarray(jax.device_get(state.nonfinite_update))
         if bar is not None:
             bar.update(n * cfg.batch_size)
-            bar.set_postfix(ret=f"{np.nanmean(metrics['last_return'][..., -1]):.1f}")
+            post = {"ret": f"{np.nanmean(metrics['last_return'][..., -1]):.1f}"}
+            if cfg.eval_every and np.isfinite(metrics["eval_return"][..., -1]).any():
+                post["eval"] = f"{np.nanmean(metrics['eval_return'][..., -1]):.1f}"
+            bar.set_postfix(**post)
         if (bad >= 0).any():
             if bar is not None:
                 bar.close()
@@ -177,6 +185,7 @@ def run_experiment(
         "final_return_std": float(np.nanstd(final)),
         "final_return_stderr": float(np.nanstd(final) / math.sqrt(max(final.size, 1))),
         "final_returns": final[0].tolist() if n_set == 1 else final.tolist(),
+        **_eval_summary(metrics, n_set),
         "steps_per_s": total_steps / run_s,
         "compile_s": compile_s,
         "run_s": run_s,
@@ -188,6 +197,20 @@ def run_experiment(
     if out_dir is not None:
         write_outputs(out_dir, summary, metrics, cfg, settings)
     return ExperimentResult(summary=summary, metrics=metrics, state=state, grid=settings)
+
+
+def _eval_summary(metrics, n_set: int) -> dict:
+    """Final in-loop evaluation returns (the last evaluation of each run), if evaluations ran."""
+    if "eval_return" not in metrics:
+        return {}
+    final = np.asarray(metrics["eval_return"][..., -1])  # [G, S]
+    if not np.isfinite(final).any():
+        return {}
+    return {
+        "final_eval_return_mean": float(np.nanmean(final)),
+        "final_eval_return_std": float(np.nanstd(final)),
+        "final_eval_returns": final[0].tolist() if n_set == 1 else final.tolist(),
+    }
 
 
 def write_outputs(out_dir, summary, metrics, cfg: Config, settings) -> None:

@@ -25,7 +25,7 @@ import jax.numpy as jnp
 
 from prpo import envs as envs_lib
 from prpo import normalization as norm
-from prpo.advantages import gae, normalize
+from prpo.advantages import gae, lambda_returns, normalize
 from prpo.config import Config, ConfigError, Hyperparams
 from prpo.networks import make_actor_critic
 from prpo.policies import CategoricalPolicy, GaussianPolicy
@@ -52,11 +52,26 @@ class TrainState:
     last_return: jax.Array  # mean return of the most recent update with finished episodes
     nonfinite_update: jax.Array  # index of the first update with a non-finite loss, -1 if none
     prox_params: Any = None  # PPO-EWMA: the proximal policy's parameters (EWMA of params)
+    eval_return: Any = None  # latest in-loop evaluation return (Config.eval_every > 0), NaN before the first
+
+
+def _value_based(cfg: Config) -> bool:
+    from prpo import algorithms
+
+    return algorithms.get(cfg.algo).value_based
 
 
 def make_policy(cfg: Config, spec: envs_lib.EnvSpec, network=None):
     """The default policy family for ``spec``'s action space (``network`` injectable)."""
     discrete = isinstance(spec.action_space, envs_lib.Discrete)
+    if _value_based(cfg):  # PQN: ε-greedy over a LayerNorm Q-network
+        from prpo.qlearning import QPolicy, make_q_network
+
+        if network is None:
+            network = make_q_network(
+                spec.action_space.n, spec.obs_shape, cfg.actor_hidden, cfg.q_torso, cfg.activation, cfg.q_layer_norm
+            )
+        return QPolicy(network)
     kind = _policy_kind(cfg, spec)
     if network is None:
         action_dim = spec.action_space.n if discrete else int(jnp.prod(jnp.asarray(spec.action_space.shape)))
@@ -148,15 +163,23 @@ def make_train(cfg: Config, policy=None, network=None, surrogate=None) -> Traine
     """
     from prpo import algorithms
 
-    algorithms.get(cfg.algo)  # a known algorithm name (its own checks run in Algorithm.config)
-    spec = check_env(cfg)
+    spec = algorithms.get(cfg.algo).check(cfg)  # env, action space and the algorithm's own checks
     env = envs_lib.make_env(cfg.env, cfg.num_envs, **_env_options(cfg))
     if policy is None:
         policy = make_policy(cfg, spec, network)
+    value_based = _value_based(cfg)
     if surrogate is None:
         surrogate = SURROGATES[cfg.objective]
     num_updates = cfg.num_updates
-    loss_fn = make_loss(cfg, policy, surrogate)
+    if value_based:
+        from prpo.qlearning import linear_epsilon, make_td_loss
+
+        loss_fn = make_td_loss(cfg, policy)
+    else:
+        loss_fn = make_loss(cfg, policy, surrogate)
+    eval_env = None
+    if cfg.eval_every:
+        eval_env = env if cfg.eval_envs in (None, cfg.num_envs) else envs_lib.make_env(cfg.env, cfg.eval_envs, **_env_options(cfg))
 
     if isinstance(spec.action_space, envs_lib.Box):
         low = jnp.asarray(spec.action_space.low, jnp.float32)
@@ -187,32 +210,45 @@ def make_train(cfg: Config, policy=None, network=None, surrogate=None) -> Traine
             last_return=jnp.full((), jnp.nan, jnp.float32),
             nonfinite_update=jnp.full((), -1, jnp.int32),
             prox_params=params if cfg.objective == "decoupled" else None,
+            eval_return=jnp.full((), jnp.nan, jnp.float32) if cfg.eval_every else None,
         )
 
     def update(state: TrainState, hp: Hyperparams):
         key, k_roll, k_sgd = jax.random.split(state.key, 3)
         to_input = obs_transform(state.obs_rms)  # frozen for the rollout and this update
+        behaviour = policy
+        if value_based:  # ε-greedy with this update's ε
+            epsilon = linear_epsilon(state.update, num_updates, hp.eps_start, hp.eps_finish, hp.eps_decay)
+            behaviour = policy.behaviour(epsilon)
 
         # 1. rollout
         env_state, last_obs, traj, ep_stats = collect(
-            env, policy, state.params, state.env_state, state.obs, k_roll, cfg.num_steps,
+            env, behaviour, state.params, state.env_state, state.obs, k_roll, cfg.num_steps,
             to_input, action_transform, cfg.bootstrap_truncation, cfg.truncation_value, cfg.scan_unroll,
         )
 
         # 2. advantages: V(s'_t) is V(s_{t+1}), or V(final obs) where the episode was truncated
+        #    (PQN: V = max_a Q at act time, so the returns below are the Q(λ) targets)
         values = traj.aux["value"]
         last_value = policy.value(state.params, to_input(last_obs))
         next_values = jnp.concatenate([values[1:], last_value[None]], axis=0)
         next_values = jnp.where(traj.truncated, traj.bootstrap_value, next_values)
-        rewards, scaler = traj.reward, state.reward_scaler
+        rewards, scaler = traj.reward * hp.reward_scale, state.reward_scaler
         if cfg.normalize_reward:
             done = jnp.logical_or(traj.terminated, traj.truncated)
             scaler = norm.reward_scaler_update(scaler, rewards, done, hp.gamma)
             rewards = norm.scale_rewards(scaler, rewards, clip=cfg.reward_clip)
-        advantages, returns = gae(
-            rewards, values, next_values, traj.terminated, traj.truncated, hp.gamma, hp.gae_lambda, unroll=cfg.scan_unroll
-        )
-        if cfg.adv_norm == "batch":
+        if value_based:  # Q(λ) targets, fixed across the epochs of this update
+            returns = lambda_returns(
+                rewards, next_values, traj.terminated, traj.truncated, hp.gamma, hp.gae_lambda, unroll=cfg.scan_unroll
+            )
+            advantages = jnp.zeros_like(returns)
+        else:
+            advantages, returns = gae(
+                rewards, values, next_values, traj.terminated, traj.truncated, hp.gamma, hp.gae_lambda,
+                unroll=cfg.scan_unroll,
+            )
+        if cfg.adv_norm == "batch" and not value_based:
             advantages = normalize(advantages)
 
         # 3. epochs × shuffled minibatches
@@ -247,6 +283,8 @@ def make_train(cfg: Config, policy=None, network=None, surrogate=None) -> Traine
         metrics["update"] = state.update + 1
         lr_scale = (1.0 - state.update / num_updates) if cfg.anneal_lr else 1.0
         metrics["lr"] = hp.lr * lr_scale
+        if value_based:
+            metrics["epsilon"] = epsilon
         new_state = TrainState(
             params=params,
             opt_state=opt_state,
@@ -261,11 +299,39 @@ def make_train(cfg: Config, policy=None, network=None, surrogate=None) -> Traine
             prox_params=None if state.prox_params is None else jax.tree.map(
                 lambda p, q: hp.ewma_decay * p + (1.0 - hp.ewma_decay) * q, state.prox_params, params
             ),
+            eval_return=state.eval_return,
         )
+        if cfg.eval_every:
+            metrics["eval_return"] = state.eval_return
         return new_state, metrics
 
+    def evaluate_in_loop(state: TrainState) -> TrainState:
+        key, k_eval = jax.random.split(state.key)
+        ret = _greedy_return(cfg, eval_env, policy, state.params, state.obs_rms, k_eval)
+        return state.replace(key=key, eval_return=ret)
+
     def run(state: TrainState, hp: Hyperparams, num_updates_to_run: int):
-        return jax.lax.scan(lambda s, _: update(s, hp), state, None, length=num_updates_to_run)
+        """``num_updates_to_run`` updates; with ``eval_every`` = E, a greedy evaluation after every
+        E-th update *of this call* (drivers call it with multiples of E), reported in the metric
+        ``eval_return`` of that update and carried until the next evaluation."""
+        scan_updates = lambda s, n: jax.lax.scan(lambda c, _: update(c, hp), s, None, length=n)  # noqa: E731
+        every = cfg.eval_every
+        if not every or num_updates_to_run < every:
+            return scan_updates(state, num_updates_to_run)
+        blocks, rest = divmod(num_updates_to_run, every)
+
+        def block(s, _):
+            s, m = scan_updates(s, every)
+            s = evaluate_in_loop(s)
+            m["eval_return"] = m["eval_return"].at[-1].set(s.eval_return)
+            return s, m
+
+        state, metrics = jax.lax.scan(block, state, None, length=blocks)
+        metrics = jax.tree.map(lambda x: x.reshape((blocks * every,) + x.shape[2:]), metrics)
+        if rest:
+            state, tail = scan_updates(state, rest)
+            metrics = jax.tree.map(lambda a, b: jnp.concatenate([a, b]), metrics, tail)
+        return state, metrics
 
     def train(key, hp: Hyperparams):
         return run(init(key, hp), hp, num_updates)
@@ -280,9 +346,12 @@ def evaluate(trainer: Trainer, state: TrainState, key, num_episodes: int | None 
     action (``deterministic``) or a sample, observation normalisation frozen at ``state.obs_rms``,
     and averages the first finished episode of every env. Pure; jit it if called often.
     """
-    cfg, env, policy = trainer.config, trainer.env, trainer.policy
     del num_episodes  # one episode per env of the trainer's batch
-    to_input = (lambda o: norm.rms_normalize(state.obs_rms, o, clip=cfg.obs_clip)) if cfg.normalize_obs else (lambda o: o)
+    return _greedy_return(trainer.config, trainer.env, trainer.policy, state.params, state.obs_rms, key, deterministic)
+
+
+def _greedy_return(cfg: Config, env, policy, params, obs_rms, key, deterministic: bool = True):
+    to_input = (lambda o: norm.rms_normalize(obs_rms, o, clip=cfg.obs_clip)) if cfg.normalize_obs else (lambda o: o)
     spec = env.spec
     if isinstance(spec.action_space, envs_lib.Box):
         low, high = jnp.asarray(spec.action_space.low), jnp.asarray(spec.action_space.high)
@@ -296,12 +365,13 @@ def evaluate(trainer: Trainer, state: TrainState, key, num_episodes: int | None 
         env_state, obs, done_before, returns = carry
         k_act, k_env = jax.random.split(k)
         x = to_input(obs)
-        action = policy.mode(state.params, x) if deterministic else policy.act(state.params, x, k_act)[0]
+        action = policy.mode(params, x) if deterministic else policy.act(params, x, k_act)[0]
         env_state, ts = env.step(env_state, clip(action), k_env)
         done = jnp.logical_or(ts.terminated, ts.truncated)
         returns = jnp.where(done & ~done_before, ts.episode_return, returns)
         return (env_state, ts.obs, done_before | done, returns), None
 
-    init = (env_state, obs, jnp.zeros(cfg.num_envs, bool), jnp.zeros(cfg.num_envs, jnp.float32))
+    n = env.num_envs
+    init = (env_state, obs, jnp.zeros(n, bool), jnp.zeros(n, jnp.float32))
     (_, _, finished, returns), _ = jax.lax.scan(step, init, jax.random.split(k_run, spec.max_episode_steps))
     return returns.sum() / jnp.maximum(finished.sum(), 1)

@@ -93,7 +93,7 @@ SURROGATES["decoupled"] = decoupled_surrogate
 
 
 def make_optimizer(cfg, hp, num_updates: int) -> optax.GradientTransformation:
-    """Gradient clip → Adam/RMSprop → learning rate (linearly annealed per update if asked).
+    """Gradient clip → Adam/RAdam/RMSprop → learning rate (linearly annealed per update if asked).
 
     Built inside the traced train function so that ``hp`` leaves may be tracers (sweeps).
     """
@@ -107,6 +107,8 @@ def make_optimizer(cfg, hp, num_updates: int) -> optax.GradientTransformation:
 
     if cfg.optimizer == "adam":
         scale = optax.scale_by_adam(eps=hp.adam_eps)
+    elif cfg.optimizer == "radam":  # rectified Adam (PQN)
+        scale = optax.scale_by_radam(eps=hp.adam_eps)
     else:  # RMSprop as in PyTorch: g / (sqrt(v) + eps)
         scale = optax.scale_by_rms(decay=hp.rms_decay, eps=hp.adam_eps, eps_in_sqrt=False)
     return optax.chain(
