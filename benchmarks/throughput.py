@@ -35,6 +35,9 @@ CASES = {
                     1, "1,048,576 envs × 8 steps, 8 minibatches, 8 updates"),
     "cartpole-256seeds": ("ppo-cartpole", dict(num_envs=4, num_steps=128, total_timesteps=500_000), 256,
                           "256 seeds vmapped × 4 envs × 128 steps, 5e5 steps each"),
+    "pqn-cartpole-32": ("pqn-cartpole", dict(), 1,
+                        "PQN, 32 envs × 64 steps, 5e5 steps, greedy eval every 5 updates (128 envs)"),
+    "pqn-cartpole-64seeds": ("pqn-cartpole", dict(), 64, "PQN, same, 64 seeds vmapped"),
     "brax-ant": ("ppo-brax", dict(env="ant", num_envs=2048, num_steps=10), 1,
                  "2048 envs × 10 steps, 4 epochs × 32 minibatches"),
     "brax-hopper": ("ppo-brax", dict(env="hopper", num_envs=2048, num_steps=10), 1,
@@ -49,6 +52,9 @@ ANCHORS = {
     "cartpole-65536": (68.7e6, 10.7, _ROW + "65,536 envs × 16 steps | 68.7 M | 10.7 s | —"),
     "cartpole-1m": (88.7e6, 9.4, _ROW + "1,048,576 envs × 8 steps, 8 minibatches | 88.7 M | 9.4 s | —"),
     "cartpole-256seeds": (15.4e6, 10.2, _ROW + "same, 256 seeds vmapped | 15.4 M | 10.2 s | 488"),
+    "pqn-cartpole-32": (257_000, 8.4, "purejaxql PQN, CartPole-v1 | 32 envs × 64 steps, 5e5 steps | 257,000 | 8.4 s | "
+                        "500 (greedy test)"),
+    "pqn-cartpole-64seeds": (7.2e6, 10.3, "purejaxql PQN, CartPole-v1 | same, 64 seeds vmapped | 7.2 M | 10.3 s | 497"),
     "brax-ant/mjx": (464_000, 25.7, "PureJaxRL PPO (continuous), brax ant, MJX backend | 2048 envs × 10 steps, "
                      "4 epochs × 32 minibatches, 4.1M steps | 464,000 | 25.7 s | 446"),
     "brax-hopper/mjx": (135_000, 33.5, "same, brax hopper, MJX | same | 135,000 | 33.5 s | 520"),
@@ -127,6 +133,7 @@ def run_case(name: str, args) -> dict:
         "run_s": run_s,
         "peak_mib": None if peak is None else peak / 2**20,
         "final_return": float(np.nanmean(final)) if np.isfinite(final).any() else None,
+        "final_eval_return": _final_eval(metrics),
         "nonfinite": bool(np.any(np.asarray(state.nonfinite_update) >= 0)),
         "anchor_steps_per_s": anchor[0] if anchor else None,
         "anchor_compile_s": anchor[1] if anchor else None,
@@ -137,6 +144,15 @@ def run_case(name: str, args) -> dict:
         "jax": jax.__version__,
         "config": cfg.to_dict(),
     }
+
+
+def _final_eval(metrics):
+    import numpy as np
+
+    if "eval_return" not in metrics:
+        return None
+    ev = np.asarray(metrics["eval_return"])[..., -1]
+    return float(np.nanmean(ev)) if np.isfinite(ev).any() else None
 
 
 def run_isolated(name: str, args) -> dict:
