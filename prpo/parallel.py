@@ -185,6 +185,17 @@ def fetch(tree):
 
 
 def replicated(mesh: Mesh, tree):
-    """Place host values on every device of ``mesh`` (replicated)."""
-    return jax.device_put(tree, NamedSharding(mesh, P()))
+    """Place values on every device of ``mesh`` (replicated), also across hosts: every process
+    must pass the same values (as every process of a multi-host run computes the same keys)."""
+    sharding = NamedSharding(mesh, P())
+    if jax.process_count() == 1:
+        return jax.device_put(tree, sharding)
+
+    def one(x):
+        is_key = isinstance(x, jax.Array) and jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key)
+        host = np.asarray(jax.random.key_data(x) if is_key else x)
+        arr = jax.make_array_from_callback(host.shape, sharding, lambda idx: host[idx])
+        return jax.random.wrap_key_data(arr, impl=jax.random.key_impl(x)) if is_key else arr
+
+    return jax.tree.map(one, tree)
 
