@@ -3,7 +3,7 @@
 For every case × device count: compile time, steady-state env-steps/s of ``--updates`` updates
 (best of ``--repeats`` timed calls after one warm-up call), scaling efficiency against one
 device, XLA's memory analysis of the compiled run (temp + arguments + outputs) and bytes per
-env, the device's peak memory, and XLA's cost analysis (flops, bytes accessed → achieved
+env, the device's peak memory (all per device), and XLA's cost analysis (per device) (flops, bytes accessed → achieved
 TFLOP/s and GB/s). ``--breakdown`` also times the rollout alone (env + policy sampling) to split
 the time between acting and learning. ``--max-envs`` fits memory = a + b·num_envs from two
 compiles and reports the largest power-of-two num_envs that fits the device, then runs it.
@@ -131,15 +131,16 @@ def measure(name, devices, mesh_path):
         "device_kind": jax.devices()[0].device_kind, "num_envs": cfg.num_envs, "num_steps": cfg.num_steps,
         "num_minibatches": cfg.num_minibatches, "updates": ARGS.updates,
         "steps_per_s": steps / best, "update_ms": 1e3 * best / ARGS.updates, "compile_s": compile_s,
-        "memory_bytes": mem_bytes, "bytes_per_env": None if mem_bytes is None else mem_bytes / cfg.num_envs,
+        # XLA's analysis is of one device's program: bytes per device, per env of that device
+        "memory_bytes": mem_bytes, "bytes_per_env": None if mem_bytes is None else mem_bytes * devices / cfg.num_envs,
         "peak_bytes_in_use": _memory_stats().get("peak_bytes_in_use"),
         "flops": cost.get("flops"), "bytes_accessed": cost.get("bytes accessed"),
         "last_return": float(jax.device_get(parallel.fetch(metrics["last_return"]))[-1]),
     }
-    if row["flops"]:
-        row["tflops_per_s"] = row["flops"] / best / 1e12
+    if row["flops"]:  # per device
+        row["tflops_per_s_per_device"] = row["flops"] / best / 1e12
     if row["bytes_accessed"]:
-        row["gb_per_s"] = row["bytes_accessed"] / best / 1e9
+        row["gb_per_s_per_device"] = row["bytes_accessed"] / best / 1e9
     if name in ANCHORS and not ARGS.quick:
         row["vs_purejaxrl"] = row["steps_per_s"] / ANCHORS[name]
     if ARGS.breakdown and not mesh_path:
@@ -224,7 +225,7 @@ def main():
         if base and "steps_per_s" in r:
             r["speedup_vs_1"] = r["steps_per_s"] / base[0]["steps_per_s"]
             r["efficiency"] = r["speedup_vs_1"] / r["devices"]
-    print("\n| case | devices | path | num_envs | env-steps/s | speed-up | efficiency | compile s | MiB (XLA) | bytes/env |")
+    print("\n| case | devices | path | num_envs | env-steps/s | speed-up | efficiency | compile s | MiB/device (XLA) | bytes/env |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         if "steps_per_s" not in r:
