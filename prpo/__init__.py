@@ -2,7 +2,7 @@
 
 The public API re-exported here is what users compose; each layer is its own module:
 ``distributions``, ``advantages``, ``objectives``, ``regularizers``, ``networks``,
-``policies``, ``envs``, ``normalization``, ``rollout``, ``update``, ``train``.
+``policies``, ``envs``, ``normalization``, ``rollout``, ``update``, ``train``, ``parallel``.
 """
 
 from prpo import (
@@ -13,6 +13,7 @@ from prpo import (
     networks,
     normalization,
     objectives,
+    parallel,
     policies,
     regularizers,
     rollout,
@@ -23,6 +24,7 @@ from prpo.config import PRESETS, Config, ConfigError, Hyperparams, apply_overrid
 from prpo.distributions import Categorical, DiagGaussian, TanhGaussian
 from prpo.envs import make_env
 from prpo.experiment import ExperimentResult, grid_hyperparams, run_experiment
+from prpo.parallel import initialize_distributed, make_mesh, make_sharded_train
 from prpo.objectives import bpo, ce_gppo, dual_clip, policy_gradient, ppo_clip, pspo, ratio_diagnostics, spo, topr
 from prpo.policies import CategoricalPolicy, GaussianPolicy
 from prpo.regularizers import clipped_value_loss, entropy_loss, value_loss
@@ -63,6 +65,10 @@ __all__ = [
     "lambda_returns",
     "make_env",
     "make_policy",
+    "make_mesh",
+    "make_sharded_train",
+    "initialize_distributed",
+    "parallel",
     "make_train",
     "networks",
     "normalization",

@@ -157,11 +157,19 @@ def q_lambda_targets(
     return lambda_returns(rewards, jnp.max(next_q, axis=-1), terminated, truncated, gamma, lam, unroll=unroll)
 
 
-def normalize(x: jax.Array, axis=None, eps: float = 1e-8) -> jax.Array:
-    """(x - mean) / (std + eps), statistics over ``axis`` (all axes if None)."""
-    mean = jnp.mean(x, axis=axis, keepdims=True)
-    std = jnp.std(x, axis=axis, keepdims=True)
-    return (x - mean) / (std + eps)
+def normalize(x: jax.Array, axis=None, eps: float = 1e-8, axis_name=None) -> jax.Array:
+    """(x - mean) / (std + eps), statistics over ``axis`` (all axes if None).
+
+    ``axis_name`` (inside ``jax.shard_map``): ``x`` is one equal-sized shard of a global array
+    split over that mesh axis; mean and std are the global ones.
+    """
+    if axis_name is None:
+        mean = jnp.mean(x, axis=axis, keepdims=True)
+        std = jnp.std(x, axis=axis, keepdims=True)
+        return (x - mean) / (std + eps)
+    mean = jax.lax.pmean(jnp.mean(x, axis=axis, keepdims=True), axis_name)
+    var = jax.lax.pmean(jnp.mean(jnp.square(x - mean), axis=axis, keepdims=True), axis_name)
+    return (x - mean) / (jnp.sqrt(var) + eps)
 
 
 def grpo_advantages(

@@ -22,6 +22,7 @@ examples:
   python -m prpo train ppo --env Pendulum-v1 --set lr=3e-4 --set normalize_obs=true
   python -m prpo train ppo --env ant --set env_backend=positional --num-envs 2048
   python -m prpo train ppo --grid lr=1e-4,3e-4,1e-3 --seeds 4   # 3 settings x 4 seeds, one compile
+  python -m prpo train ppo --num-envs 65536 --set num_steps=16 --devices all   # envs split over every device
   python -m prpo list
 
 --set KEY=VALUE accepts every static option and hyperparameter (see `python -m prpo list`).
@@ -52,6 +53,12 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--total-steps", type=float, default=None, help="environment steps per seed (default: the preset's)")
     tr.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override an option or hyperparameter (repeatable)")
     tr.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2,...", help="sweep a hyperparameter over values (repeatable; cartesian product)")
+    tr.add_argument("--devices", default=None, metavar="N|all",
+                    help="split each run's envs over N devices (data parallel; 'all': every device); default 1")
+    tr.add_argument("--seed-devices", type=int, default=1, metavar="M",
+                    help="lay the seeds over M device groups (a second mesh axis; uses devices × M devices)")
+    tr.add_argument("--distributed", action="store_true",
+                    help="multi-host: call jax.distributed.initialize first (arguments from SLURM/MPI/TPU env)")
     tr.add_argument("--out", default=None, metavar="DIR", help="write summary.json and metrics.jsonl here")
     tr.add_argument("--no-progress", action="store_true", help="disable the progress bar")
     sub.add_parser("list", help="list algorithms, presets, environments and options")
@@ -78,6 +85,10 @@ def config_from_args(args):
         if args.total_steps != int(args.total_steps) or args.total_steps <= 0:
             raise ConfigError(f"--total-steps must be a positive integer, got {args.total_steps!r}")
         overrides["total_timesteps"] = int(args.total_steps)
+    if args.devices is not None:
+        from prpo.parallel import resolve_devices
+
+        overrides["devices"] = resolve_devices(args.devices)
     overrides.update(_kv(args.set, "--set"))
     for key in ("algo", "env"):
         if key in overrides:
@@ -91,6 +102,12 @@ def config_from_args(args):
             raise ConfigError(f"--grid {k}={v!r}: expected comma-separated numbers") from None
     if args.seeds <= 0:
         raise ConfigError(f"--seeds must be a positive integer, got {args.seeds}")
+    if args.seed_devices <= 0 or args.seeds % args.seed_devices:
+        raise ConfigError(f"--seed-devices={args.seed_devices} must be a positive integer dividing --seeds={args.seeds}")
+    if cfg.devices > 1 or args.seed_devices > 1:  # enough devices? (before any compile)
+        from prpo.parallel import make_mesh
+
+        make_mesh(cfg.devices, args.seed_devices)
     return cfg, grid
 
 
@@ -121,6 +138,10 @@ def main(argv=None) -> int:
         return 0
     if args.command == "list":
         return _cmd_list()
+    if getattr(args, "distributed", False):
+        from prpo.parallel import initialize_distributed
+
+        initialize_distributed()
     try:
         cfg, grid = config_from_args(args)
     except ConfigError as e:
@@ -130,7 +151,8 @@ def main(argv=None) -> int:
 
     try:
         result = run_experiment(
-            cfg, seeds=args.seeds, seed=args.seed, grid=grid, out_dir=args.out, progress=not args.no_progress
+            cfg, seeds=args.seeds, seed=args.seed, grid=grid, out_dir=args.out, progress=not args.no_progress,
+            seed_devices=args.seed_devices,
         )
     except ConfigError as e:
         parser.exit(2, f"prpo: error: {e}\n")

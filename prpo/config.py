@@ -85,7 +85,7 @@ _CHOICES = {
     "env_backend": (None, "mjx", "positional", "generalized", "spring"),
     "brax_reset": ("cached", "fresh"),
     "truncation_value": ("always", "cond"),
-    "shuffle": ("samples", "envs"),
+    "shuffle": ("samples", "envs", "stratified"),
     "q_torso": ("auto", "mlp", "conv"),
 }
 
@@ -104,6 +104,7 @@ class Config:
     total_timesteps: int = 500_000
     update_epochs: int = 4
     num_minibatches: int = 4
+    fixed_minibatch_size: int | None = None  # co-scaling: keep this minibatch size, num_minibatches = batch / it
     actor_hidden: tuple[int, ...] = (64, 64)
     critic_hidden: tuple[int, ...] | None = None  # None = same as actor_hidden
     activation: str = "tanh"
@@ -122,7 +123,8 @@ class Config:
     reward_clip: float = 10.0
     bootstrap_truncation: bool = True  # False reproduces the truncation-as-termination bug
     truncation_value: str = "always"  # V(final obs): "always" computed (no host sync) or under lax.cond
-    shuffle: str = "samples"  # minibatches of shuffled samples, or of whole env trajectories ("envs")
+    shuffle: str = "samples"  # minibatches of shuffled samples, whole env trajectories ("envs"), or "stratified"
+    devices: int = 1  # data parallelism: envs split over this many devices (1 = the single-device path)
     unroll: int | None = None  # lax.scan unroll of rollout and GAE loops; None: 1 on CPU, 8 on GPU/TPU
     eval_every: int = 0  # in-loop deterministic (greedy) evaluation every this many updates; 0 = off
     eval_envs: int | None = None  # envs (one episode each) per in-loop evaluation; None = num_envs
@@ -135,9 +137,10 @@ class Config:
             value = getattr(self, name)
             if value not in allowed:
                 raise ConfigError(f"{name}={value!r} is not allowed; allowed values: {_fmt(allowed)}")
-        for name in ("num_envs", "num_steps", "total_timesteps", "update_epochs", "num_minibatches", "unroll"):
+        for name in ("num_envs", "num_steps", "total_timesteps", "update_epochs", "num_minibatches", "unroll",
+                     "devices", "fixed_minibatch_size"):
             value = getattr(self, name)
-            if name == "unroll" and value is None:
+            if name in ("unroll", "fixed_minibatch_size") and value is None:
                 continue
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
                 raise ConfigError(f"{name} must be a positive integer, got {value!r}")
@@ -153,6 +156,18 @@ class Config:
                 continue
             if not value or any((not isinstance(w, int)) or w <= 0 for w in value):
                 raise ConfigError(f"{name} must be a non-empty tuple of positive widths, got {value!r}")
+        if self.num_envs % self.devices:
+            raise ConfigError(
+                f"devices={self.devices} must divide num_envs={self.num_envs} (each device steps num_envs / devices "
+                f"envs); choose devices among {_divisors_hint(self.num_envs)}"
+            )
+        if self.fixed_minibatch_size is not None:  # co-scaling: the number of minibatches follows the batch
+            if self.batch_size % self.fixed_minibatch_size:
+                raise ConfigError(
+                    f"fixed_minibatch_size={self.fixed_minibatch_size} must divide num_envs × num_steps = "
+                    f"{self.batch_size}; choose among {_divisors_hint(self.batch_size)}"
+                )
+            object.__setattr__(self, "num_minibatches", self.batch_size // self.fixed_minibatch_size)
         if self.batch_size % self.num_minibatches:
             raise ConfigError(
                 f"num_envs × num_steps = {self.num_envs} × {self.num_steps} = {self.batch_size} is not divisible "
@@ -164,6 +179,15 @@ class Config:
                 f"shuffle='envs' splits the envs into minibatches: num_envs={self.num_envs} is not divisible by "
                 f"num_minibatches={self.num_minibatches}; use shuffle='samples' or a divisor of num_envs"
             )
+        if self.devices > 1:  # every device forms num_minibatches minibatches of its own shard
+            local_envs, local_batch = self.num_envs // self.devices, self.batch_size // self.devices
+            if local_batch % self.num_minibatches or (self.shuffle == "envs" and local_envs % self.num_minibatches):
+                what = "envs" if self.shuffle == "envs" else "samples"
+                have = local_envs if self.shuffle == "envs" else local_batch
+                raise ConfigError(
+                    f"devices={self.devices}: each device's {have} {what} must split into num_minibatches="
+                    f"{self.num_minibatches} equal minibatches; lower devices or num_minibatches"
+                )
         if self.total_timesteps < self.batch_size:
             raise ConfigError(
                 f"total_timesteps={self.total_timesteps} is smaller than one update's batch "

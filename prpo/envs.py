@@ -7,6 +7,10 @@
 * ``env.reset(key) -> (state, obs[N, ...])``
 * ``env.step(state, action[N, ...], key) -> (state, TimeStep)``
 
+``key`` is one key (split into ``N`` inside) or ``N`` keys, one per env: with per-env keys an
+env's randomness depends on its own key only, not on ``N`` (the sharded trainer derives them
+from the global env index, so a run is the same on any number of devices).
+
 Both are pure functions of pytrees (jit / vmap / scan friendly); the VecEnv
 itself is immutable and hashable (usable as a static argument or a closure
 constant).  Finished episodes (terminated or truncated) are auto-reset inside
@@ -418,7 +422,10 @@ class VecEnv:
         return jax.random.uniform(key, (n, *space.shape), jnp.float32, low, high)
 
     def _split(self, key: Array) -> Array:
-        return jax.random.split(_as_typed_key(key), self._num_envs)
+        key = _as_typed_key(key)
+        if key.ndim == 1:  # already one key per env (shape [N]): see ``reset`` / ``step``
+            return key
+        return jax.random.split(key, self._num_envs)
 
     def reset(self, key: Array) -> tuple[VecEnvState, Array]:
         raise NotImplementedError
@@ -454,10 +461,15 @@ class GymnaxVecEnv(VecEnv):
         env, params = self._env, self._params
         discrete = isinstance(self._spec.action_space, Discrete)
         action = jnp.asarray(action, jnp.int32 if discrete else jnp.float32)
-        k_step, k_reset = jax.random.split(_as_typed_key(key))
-        # separate key batches: when step_env ignores its key, XLA drops that split
-        step_keys = self._split(k_step)
-        reset_keys = self._split(k_reset)
+        key = _as_typed_key(key)
+        if key.ndim == 1:  # one key per env
+            pairs = jax.vmap(jax.random.split)(key)
+            step_keys, reset_keys = pairs[:, 0], pairs[:, 1]
+        else:
+            k_step, k_reset = jax.random.split(key)
+            # separate key batches: when step_env ignores its key, XLA drops that split
+            step_keys = self._split(k_step)
+            reset_keys = self._split(k_reset)
 
         def one(s, ep_ret, ep_len, a, ks, kr):
             obs_st, s_st, reward, terminated, _ = env.step_env(ks, s, a, params)

@@ -97,22 +97,41 @@ def run_experiment(
     network=None,
     policy=None,
     surrogate=None,
+    seed_devices: int = 1,
 ) -> ExperimentResult:
     """Train ``seeds`` seeds (× every ``grid`` setting) of ``cfg`` in one compile.
 
     Writes ``summary.json`` and ``metrics.jsonl`` (one line per update, means over seeds, the
     per-seed returns) to ``out_dir`` when given. Raises :class:`NonFiniteLossError` naming the
     update if any run produced a non-finite loss.
+
+    ``cfg.devices > 1`` splits each run's envs over that many devices (``prpo.parallel``);
+    ``seed_devices > 1`` lays the seeds over a second mesh axis of that many device groups
+    (``seeds`` must be divisible by it); ``devices × seed_devices`` devices are used in all.
     """
     if not isinstance(seeds, int) or seeds <= 0:
         raise ConfigError(f"seeds must be a positive integer, got {seeds!r}")
+    if not isinstance(seed_devices, int) or seed_devices <= 0 or seeds % seed_devices:
+        raise ConfigError(f"seed_devices={seed_devices!r} must be a positive integer dividing seeds={seeds}")
     t_start = time.perf_counter()
-    trainer = make_train(cfg, policy=policy, network=network, surrogate=surrogate)
+    sharded = cfg.devices > 1 or seed_devices > 1
+    if sharded:
+        from prpo import parallel
+
+        mesh = parallel.make_mesh(cfg.devices, seed_devices)
+        trainer = parallel.make_sharded_train(cfg, mesh, policy=policy, network=network, surrogate=surrogate)
+    else:
+        trainer = make_train(cfg, policy=policy, network=network, surrogate=surrogate)
     hps, settings = grid_hyperparams(cfg.hp, grid)
     n_set = len(settings)
     keys = jax.random.split(jax.random.key(seed), seeds)
+    fetch = jax.device_get
+    if sharded:  # inputs replicated over the (possibly multi-host) mesh; outputs fetched from it
+        keys, hps = parallel.replicated(mesh, (keys, hps))
+        fetch = parallel.fetch
+    spmd = {"spmd_axis_name": "seeds"} if seed_devices > 1 else {}
 
-    over_seeds = lambda f: jax.vmap(f, in_axes=(0, None))  # noqa: E731
+    over_seeds = lambda f: jax.vmap(f, in_axes=(0, None), **spmd)  # noqa: E731
     init = jax.jit(jax.vmap(over_seeds(trainer.init), in_axes=(None, 0)))
     if cfg.eval_every:  # chunks of whole evaluation periods, so evaluations fall every eval_every updates
         blocks, rest = divmod(cfg.num_updates, cfg.eval_every)
@@ -125,13 +144,13 @@ def run_experiment(
     state = init(keys, hps)
     for n in sorted(set(sizes)):
         run_n = lambda s, h, n=n: trainer.run(s, h, n)  # noqa: E731
-        fn = jax.jit(jax.vmap(jax.vmap(run_n, in_axes=(0, None)), in_axes=(0, 0)))
+        fn = jax.jit(jax.vmap(jax.vmap(run_n, in_axes=(0, None), **spmd), in_axes=(0, 0)))
         runners[n] = fn.lower(state, hps).compile()
     jax.block_until_ready(state)
     compile_s = time.perf_counter() - t0
 
     bar = None
-    if progress:
+    if progress and jax.process_index() == 0:
         try:
             from tqdm.auto import tqdm
 
@@ -143,10 +162,10 @@ def run_experiment(
     done = 0
     for n in sizes:
         state, metrics = runners[n](state, hps)
-        metrics = jax.device_get(metrics)
+        metrics = fetch(metrics)
         chunks_out.append(metrics)
         done += n
-        bad = np.asarray(jax.device_get(state.nonfinite_update))
+        bad = np.asarray(fetch(state.nonfinite_update))
         if bar is not None:
             bar.update(n * cfg.batch_size)
             post = {"ret": f"{np.nanmean(metrics['last_return'][..., -1]):.1f}"}
@@ -191,10 +210,13 @@ def run_experiment(
         "run_s": run_s,
         "wall_s": time.perf_counter() - t_start,
         "device": str(jax.devices()[0].device_kind),
+        "devices": cfg.devices,
+        "seed_devices": seed_devices,
+        "processes": jax.process_count(),
         "jax": jax.__version__,
         "config": cfg.to_dict(),
     }
-    if out_dir is not None:
+    if out_dir is not None and jax.process_index() == 0:  # multi-host: one writer
         write_outputs(out_dir, summary, metrics, cfg, settings)
     return ExperimentResult(summary=summary, metrics=metrics, state=state, grid=settings)
 

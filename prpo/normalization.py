@@ -60,11 +60,14 @@ def _combine(rms: RunningMeanStd, b_mean: Array, b_var: Array, b_count) -> Runni
     return RunningMeanStd(mean=mean, var=var, count=tot)
 
 
-def rms_update(rms: RunningMeanStd, batch: Array, axis: int | Sequence[int] = 0) -> RunningMeanStd:
+def rms_update(rms: RunningMeanStd, batch: Array, axis: int | Sequence[int] = 0, axis_name=None) -> RunningMeanStd:
     """Merge the moments of ``batch`` (reduced over the leading ``axis``) into ``rms``.
 
     ``axis`` is an int or a tuple of axes; the remaining axes must match
-    ``rms.mean.shape``.
+    ``rms.mean.shape``. ``axis_name`` (inside ``jax.shard_map``): ``batch`` is one device's
+    equal-sized shard of a global batch; the moments are those of the global batch (exact
+    merge: mean of means, and mean of variances plus the spread of the means), so every
+    device ends with the same statistics.
     """
     batch = jnp.asarray(batch, jnp.float32)
     axes = (axis,) if isinstance(axis, int) else tuple(axis)
@@ -74,6 +77,11 @@ def rms_update(rms: RunningMeanStd, batch: Array, axis: int | Sequence[int] = 0)
         count *= batch.shape[a]
     b_mean = jnp.mean(batch, axis=axes)
     b_var = jnp.mean(jnp.square(batch - jnp.expand_dims(b_mean, axes)), axis=axes)
+    if axis_name is not None:  # equal shard sizes: the global moments from the local ones
+        g_mean = jax.lax.pmean(b_mean, axis_name)
+        b_var = jax.lax.pmean(b_var + jnp.square(b_mean - g_mean), axis_name)
+        b_mean = g_mean
+        count = count * jax.lax.psum(1, axis_name)
     return _combine(rms, b_mean, b_var, count)
 
 
@@ -96,11 +104,12 @@ def reward_scaler_init(num_envs: int | Sequence[int]) -> RewardScaler:
     return RewardScaler(ret=jnp.zeros(shape, jnp.float32), rms=rms_init(()))
 
 
-def reward_scaler_update(scaler: RewardScaler, rewards: Array, dones: Array, gamma: float) -> RewardScaler:
+def reward_scaler_update(scaler: RewardScaler, rewards: Array, dones: Array, gamma: float, axis_name=None) -> RewardScaler:
     """Scan over time (axis 0 of ``rewards``/``dones``, shape ``[T, N]``).
 
     ``ret = ret * gamma + r_t``; every ``ret`` value enters the return
-    statistics; then ``ret`` is reset to 0 where ``done_t``.
+    statistics; then ``ret`` is reset to 0 where ``done_t``. ``axis_name``: the envs are
+    sharded over that mesh axis; the statistics are those of all shards' returns.
     """
     rewards = jnp.asarray(rewards, jnp.float32)
     dones = jnp.asarray(dones, jnp.bool_)
@@ -111,7 +120,7 @@ def reward_scaler_update(scaler: RewardScaler, rewards: Array, dones: Array, gam
         return jnp.where(d, 0.0, ret), ret
 
     ret, returns = jax.lax.scan(body, scaler.ret, (rewards, dones))
-    rms = rms_update(scaler.rms, returns, axis=tuple(range(returns.ndim)))
+    rms = rms_update(scaler.rms, returns, axis=tuple(range(returns.ndim)), axis_name=axis_name)
     return RewardScaler(ret=ret, rms=rms)
 
 

@@ -78,6 +78,7 @@ def collect(
     bootstrap_truncation: bool = True,
     truncation_value: str = "always",
     unroll: int = 1,
+    env_ids: jax.Array | None = None,
 ):
     """Run ``num_steps`` steps of ``policy`` in ``env``.
 
@@ -89,12 +90,26 @@ def collect(
     pass, no device-to-host synchronisation: best on accelerators); ``"cond"`` skips it under a
     ``lax.cond`` on steps where no env truncated (cheaper on CPU, but the predicate costs a
     synchronisation per step on GPU, and under ``vmap`` both branches run anyway).
+
+    ``env_ids`` (int ``[N]``, optional): global indices of the envs. Each step's action and env
+    keys are then derived per env (``fold_in(step key, env id)``) and the policy samples each
+    env with its own key, so an env's trajectory does not depend on how many envs (or devices)
+    share the batch; without it the step keys are split over the batch (the default path).
     """
+    act = policy.act
+    if env_ids is not None:
+        def act(params, obs, keys):
+            one = lambda o, k: jax.tree.map(lambda x: x[0], policy.act(params, o[None], k))  # noqa: E731
+            return jax.vmap(one)(obs, keys)
+
+        per_env = jax.vmap(jax.random.fold_in, in_axes=(None, 0))
 
     def step(carry, step_key):
         env_state, obs, stats = carry
         k_act, k_env = jax.random.split(step_key)
-        action, aux = policy.act(params, obs_transform(obs), k_act)
+        if env_ids is not None:
+            k_act, k_env = per_env(k_act, env_ids), per_env(k_env, env_ids)
+        action, aux = act(params, obs_transform(obs), k_act)
         env_state, ts = env.step(env_state, action_transform(action), k_env)
         final_value = lambda: jnp.where(ts.truncated, policy.value(params, obs_transform(ts.final_obs)), 0.0)  # noqa: E731
         if bootstrap_truncation and truncation_value == "always":

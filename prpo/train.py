@@ -144,6 +144,7 @@ class Trainer:
     update: Callable
     run: Callable
     train: Callable
+    mesh: Any = None  # the device mesh of a sharded trainer (prpo.parallel), else None
 
     def __call__(self, key, hp: Hyperparams | None = None):
         return self.train(key, self.config.hp if hp is None else hp)
@@ -153,18 +154,27 @@ class Trainer:
         return self.config.num_updates
 
 
-def make_train(cfg: Config, policy=None, network=None, surrogate=None) -> Trainer:
+def make_train(cfg: Config, policy=None, network=None, surrogate=None, axis_name=None, num_shards: int = 1) -> Trainer:
     """Build the pure training functions for ``cfg`` (validated here, before any compile).
 
     ``policy``: a policy family (see :mod:`prpo.policies`); ``network``: a Flax module for the
     default family. Both default from the config and the env's action space. ``surrogate``:
     any ``f(log_ratio, adv, hp) -> (per-sample loss, diagnostics)``; defaults to
     ``SURROGATES[cfg.objective]``.
+
+    ``axis_name``/``num_shards``: build the *per-device* functions of a data-parallel run, to be
+    called inside ``jax.shard_map`` over a mesh axis ``axis_name`` of ``num_shards`` devices
+    (use :func:`prpo.parallel.make_sharded_train`, which does that). Each device then steps
+    ``num_envs / num_shards`` envs with per-env keys, and gradients, normaliser statistics,
+    episode statistics and metrics are combined over the axis.
     """
     from prpo import algorithms
 
     spec = algorithms.get(cfg.algo).check(cfg)  # env, action space and the algorithm's own checks
-    env = envs_lib.make_env(cfg.env, cfg.num_envs, **_env_options(cfg))
+    if cfg.num_envs % num_shards:
+        raise ConfigError(f"num_envs={cfg.num_envs} is not divisible by the {num_shards} devices of the data axis")
+    n_local = cfg.num_envs // num_shards
+    env = envs_lib.make_env(cfg.env, n_local, **_env_options(cfg))
     if policy is None:
         policy = make_policy(cfg, spec, network)
     value_based = _value_based(cfg)
@@ -176,10 +186,15 @@ def make_train(cfg: Config, policy=None, network=None, surrogate=None) -> Traine
 
         loss_fn = make_td_loss(cfg, policy)
     else:
-        loss_fn = make_loss(cfg, policy, surrogate)
+        loss_fn = make_loss(cfg, policy, surrogate, axis_name=axis_name)
     eval_env = None
-    if cfg.eval_every:
-        eval_env = env if cfg.eval_envs in (None, cfg.num_envs) else envs_lib.make_env(cfg.env, cfg.eval_envs, **_env_options(cfg))
+    if cfg.eval_every:  # evaluation envs live on every device (each evaluates the same params)
+        eval_env = envs_lib.make_env(cfg.env, cfg.eval_envs or cfg.num_envs, **_env_options(cfg))
+
+    def env_ids():  # global indices of this device's envs (per-env keys), None on one device
+        if axis_name is None:
+            return None
+        return jax.lax.axis_index(axis_name) * n_local + jnp.arange(n_local)
 
     if isinstance(spec.action_space, envs_lib.Box):
         low = jnp.asarray(spec.action_space.low, jnp.float32)
@@ -195,7 +210,8 @@ def make_train(cfg: Config, policy=None, network=None, surrogate=None) -> Traine
 
     def init(key, hp: Hyperparams) -> TrainState:
         k_params, k_env, k_state = jax.random.split(key, 3)
-        env_state, obs = env.reset(k_env)
+        ids = env_ids()
+        env_state, obs = env.reset(k_env if ids is None else jax.vmap(jax.random.fold_in, (None, 0))(k_env, ids))
         params = policy.init(k_params, obs)
         opt_state = make_optimizer(cfg, hp, num_updates).init(params)
         return TrainState(
@@ -204,7 +220,7 @@ def make_train(cfg: Config, policy=None, network=None, surrogate=None) -> Traine
             env_state=env_state,
             obs=obs,
             obs_rms=norm.rms_init(spec.obs_shape),
-            reward_scaler=norm.reward_scaler_init(cfg.num_envs),
+            reward_scaler=norm.reward_scaler_init(n_local),
             key=k_state,
             update=jnp.zeros((), jnp.int32),
             last_return=jnp.full((), jnp.nan, jnp.float32),
@@ -224,7 +240,7 @@ def make_train(cfg: Config, policy=None, network=None, surrogate=None) -> Traine
         # 1. rollout
         env_state, last_obs, traj, ep_stats = collect(
             env, behaviour, state.params, state.env_state, state.obs, k_roll, cfg.num_steps,
-            to_input, action_transform, cfg.bootstrap_truncation, cfg.truncation_value, cfg.scan_unroll,
+            to_input, action_transform, cfg.bootstrap_truncation, cfg.truncation_value, cfg.scan_unroll, env_ids(),
         )
 
         # 2. advantages: V(s'_t) is V(s_{t+1}), or V(final obs) where the episode was truncated
@@ -236,7 +252,7 @@ def make_train(cfg: Config, policy=None, network=None, surrogate=None) -> Traine
         rewards, scaler = traj.reward * hp.reward_scale, state.reward_scaler
         if cfg.normalize_reward:
             done = jnp.logical_or(traj.terminated, traj.truncated)
-            scaler = norm.reward_scaler_update(scaler, rewards, done, hp.gamma)
+            scaler = norm.reward_scaler_update(scaler, rewards, done, hp.gamma, axis_name=axis_name)
             rewards = norm.scale_rewards(scaler, rewards, clip=cfg.reward_clip)
         if value_based:  # Q(λ) targets, fixed across the epochs of this update
             returns = lambda_returns(
@@ -249,7 +265,7 @@ def make_train(cfg: Config, policy=None, network=None, surrogate=None) -> Traine
                 unroll=cfg.scan_unroll,
             )
         if cfg.adv_norm == "batch" and not value_based:
-            advantages = normalize(advantages)
+            advantages = normalize(advantages, axis_name=axis_name)
 
         # 3. epochs × shuffled minibatches
         flat = lambda x: x.reshape((-1,) + x.shape[2:])  # noqa: E731
@@ -265,10 +281,12 @@ def make_train(cfg: Config, policy=None, network=None, surrogate=None) -> Traine
             batch = batch.replace(aux={**batch.aux, "log_prob_prox": jax.lax.stop_gradient(prox["log_prob"])})
         tx = make_optimizer(cfg, hp, num_updates)
         progress = state.update / num_updates  # (k − 1)/K for iteration k = 1..K
-        params, opt_state, metrics = sgd_epochs(cfg, loss_fn, tx, state.params, state.opt_state, batch, hp, k_sgd, progress)
+        params, opt_state, metrics = sgd_epochs(
+            cfg, loss_fn, tx, state.params, state.opt_state, batch, hp, k_sgd, progress, axis_name=axis_name
+        )
 
         # 4. learner-side statistics and the non-finite guard
-        obs_rms = norm.rms_update(state.obs_rms, traj.obs, axis=(0, 1)) if cfg.normalize_obs else state.obs_rms
+        obs_rms = norm.rms_update(state.obs_rms, traj.obs, axis=(0, 1), axis_name=axis_name) if cfg.normalize_obs else state.obs_rms
         finite = jnp.isfinite(metrics["loss"]) & jnp.all(
             jnp.asarray([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(params)])
         )
@@ -276,6 +294,8 @@ def make_train(cfg: Config, policy=None, network=None, surrogate=None) -> Traine
         params, opt_state = keep(params, state.params), keep(opt_state, state.opt_state)
         nonfinite = jnp.where((state.nonfinite_update < 0) & ~finite, state.update, state.nonfinite_update)
 
+        if axis_name is not None:  # episodes of all devices' envs
+            ep_stats = jax.tree.map(lambda x: jax.lax.psum(x, axis_name), ep_stats)
         ep = ep_stats.summary()
         last_return = jnp.where(ep["episodes"] > 0, ep["episode_return_mean"], state.last_return)
         metrics.update(ep)

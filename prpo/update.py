@@ -128,15 +128,17 @@ def kl_coefficient(cfg, hp, progress):
     return hp.kl_coef / (1.0 - progress)
 
 
-def make_loss(cfg, policy, surrogate: Surrogate):
+def make_loss(cfg, policy, surrogate: Surrogate, axis_name=None):
     """``loss(params, batch, hp, key, progress) -> (loss, metrics)`` for one minibatch.
 
     ``progress`` is the fraction of updates done before this one (used by KL schedules).
+    ``axis_name``: the minibatch is one device's shard (inside ``jax.shard_map``); per-minibatch
+    advantage normalisation then uses the statistics of the global minibatch.
     """
 
     def loss_fn(params, mb: Batch, hp, key, progress=0.0):
         log_ratio, extra = policy.log_ratio(params, mb.obs, mb.action, mb.aux, key)
-        adv = normalize(mb.advantages) if cfg.adv_norm == "minibatch" else mb.advantages
+        adv = normalize(mb.advantages, axis_name=axis_name) if cfg.adv_norm == "minibatch" else mb.advantages
         if getattr(surrogate, "needs_context", False):
             ctx = {**extra, "returns": mb.returns, "old_value": mb.aux["value"], "aux": mb.aux}
             pg_loss, _ = surrogate(log_ratio, adv, hp, ctx)
@@ -170,20 +172,34 @@ def make_loss(cfg, policy, surrogate: Surrogate):
     return loss_fn
 
 
-def sgd_epochs(cfg, loss_fn, tx: optax.GradientTransformation, params, opt_state, batch: Batch, hp, key, progress=0.0):
+def sgd_epochs(cfg, loss_fn, tx: optax.GradientTransformation, params, opt_state, batch: Batch, hp, key, progress=0.0,
+               axis_name=None):
     """``update_epochs`` passes of shuffled minibatch SGD over ``batch``.
 
     Returns ``(params, opt_state, metrics)`` with metrics averaged over all minibatch steps
-    (``ratio_dev_max`` is the maximum).
+    (``ratio_dev_max`` is the maximum). ``batch`` is time-major flat (``[T·N, ...]``); any loss
+    ``loss_fn(params, minibatch, hp, key, progress) -> (loss, metrics)`` fits.
+
+    Data parallelism (``axis_name`` set, inside ``jax.shard_map``): ``batch`` is this device's
+    shard (its own envs) and ``params`` are the same on every device. Each device forms
+    ``num_minibatches`` local minibatches with the same key, the global minibatch is the union
+    of the local ones, and the gradient is the mean of the local mean-gradients
+    (``lax.pmean``: equal shard sizes, so this is the global minibatch's mean gradient), so
+    parameters stay identical on all devices. Metrics are averaged over devices too.
+    ``shuffle="stratified"`` partitions the samples the same way on any number of devices;
+    ``"samples"``/``"envs"`` permute within each device (same distribution, other minibatches).
     """
     grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
     n_mb = cfg.num_minibatches
-    size = cfg.minibatch_size
+    local_size = jax.tree.leaves(batch)[0].shape[0]  # T·N on this device
+    size = local_size // n_mb
 
     def minibatch_step(carry, inputs):
         params, opt_state = carry
         mb, k = inputs
         (_, metrics), grads = grad_fn(params, mb, hp, k, progress)
+        if axis_name is not None:
+            grads = jax.lax.pmean(grads, axis_name)
         updates, opt_state = tx.update(grads, opt_state, params)
         params = optax.apply_updates(params, updates)
         metrics["grad_norm"] = jnp.sqrt(sum(jnp.sum(jnp.square(g)) for g in jax.tree.leaves(grads)))
@@ -194,8 +210,10 @@ def sgd_epochs(cfg, loss_fn, tx: optax.GradientTransformation, params, opt_state
         if cfg.shuffle == "samples":  # a permutation of all T·N samples
             perm = jax.random.permutation(k_perm, n_mb * size)
             shuffled = jax.tree.map(lambda x: jnp.take(x, perm, axis=0).reshape((n_mb, size) + x.shape[1:]), batch)
+        elif cfg.shuffle == "stratified":
+            shuffled = jax.tree.map(_stratified(k_perm, local_size // cfg.num_steps, cfg.num_steps, n_mb, axis_name), batch)
         else:  # "envs": a permutation of the N env trajectories, each minibatch whole trajectories
-            n_envs = cfg.num_envs
+            n_envs = local_size // cfg.num_steps
             perm = jax.random.permutation(k_perm, n_envs)
 
             def split(x):
@@ -208,4 +226,31 @@ def sgd_epochs(cfg, loss_fn, tx: optax.GradientTransformation, params, opt_state
 
     (params, opt_state), metrics = jax.lax.scan(epoch, (params, opt_state), jax.random.split(key, cfg.update_epochs))
     reduced = {k: (v.max() if k == "ratio_dev_max" else v.mean()) for k, v in metrics.items()}
+    if axis_name is not None:
+        reduced = {k: (jax.lax.pmax(v, axis_name) if k == "ratio_dev_max" else jax.lax.pmean(v, axis_name))
+                   for k, v in reduced.items()}
     return params, opt_state, reduced
+
+
+def _stratified(key, n_envs: int, num_steps: int, n_mb: int, axis_name=None):
+    """Stratified minibatches that do not depend on how the envs are split over devices.
+
+    The samples in env-major order (env ``i``'s steps ``0..T-1``, then env ``i+1``'s) are cut
+    into groups of ``n_mb`` consecutive samples; every group deals one sample to each minibatch
+    by its own random permutation, keyed by the group's global index. A device owning a
+    contiguous block of envs owns whole groups, so the global minibatches are the same on 1
+    or D devices. Returns ``x [T·N, ...] -> [n_mb, T·N / n_mb, ...]``.
+    """
+    n_groups = n_envs * num_steps // n_mb
+    first = 0 if axis_name is None else jax.lax.axis_index(axis_name) * n_groups
+    group_keys = jax.vmap(jax.random.fold_in, in_axes=(None, 0))(key, first + jnp.arange(n_groups))
+    perms = jax.vmap(lambda k: jax.random.permutation(k, n_mb))(group_keys)  # [G, n_mb]
+
+    def split(x):
+        x = x.reshape((num_steps, n_envs) + x.shape[1:])
+        x = jnp.swapaxes(x, 0, 1).reshape((n_groups, n_mb) + x.shape[2:])  # env-major groups
+        idx = perms.reshape(perms.shape + (1,) * (x.ndim - 2))
+        x = jnp.take_along_axis(x, idx, axis=1)
+        return jnp.swapaxes(x, 0, 1)  # [n_mb, G, ...]
+
+    return split
