@@ -36,7 +36,7 @@ CASES = {
     "cartpole-256seeds": ("ppo-cartpole", dict(num_envs=4, num_steps=128, total_timesteps=500_000), 256,
                           "256 seeds vmapped × 4 envs × 128 steps, 5e5 steps each"),
     "pqn-cartpole-32": ("pqn-cartpole", dict(), 1,
-                        "PQN, 32 envs × 64 steps, 5e5 steps, greedy eval every 5 updates (128 envs)"),
+                        "PQN, 32 envs × 64 steps, 5e5 steps, greedy eval every 12 updates (128 envs)"),
     "pqn-cartpole-64seeds": ("pqn-cartpole", dict(), 64, "PQN, same, 64 seeds vmapped"),
     "brax-ant": ("ppo-brax", dict(env="ant", num_envs=2048, num_steps=10), 1,
                  "2048 envs × 10 steps, 4 epochs × 32 minibatches"),
