@@ -66,6 +66,9 @@ class Hyperparams:
     bpo_clamp: float = 0.0  # clip (R − u)/λ to ±bpo_clamp (rsl_rl: 10); 0 = no clamp (SB3 reference)
     ewma_decay: float = 0.9  # PPO-EWMA: π_prox ← β·π_prox + (1 − β)·π_θ after each update (β UNVERIFIED)
     kl_coef: float = 1.0  # scale of the KL(π‖π_k) regulariser (MDPO: times 1/t_k); kl_schedule picks the form
+    gamma_denoise: float = 0.99  # DPPO: advantage weight γ_denoise^(K′−1−i) of fine-tuned denoising step i
+    dppo_clip_base: float = 1e-3  # DPPO: clip ε of the noisiest fine-tuned step (rises to clip_eps at the last)
+    brownian_coef: float = 0.01  # PolicyFlow: Brownian regulariser weight w_b (value UNVERIFIED)
 
     def replace(self, **kw) -> "Hyperparams":  # typed alias of flax's replace
         return dataclasses.replace(self, **kw)
@@ -82,7 +85,16 @@ _CHOICES = {
     "brax_reset": ("cached", "fresh"),
     "truncation_value": ("always", "cond"),
     "shuffle": ("samples", "envs"),
+    "policy": ("auto", "flow", "diffusion", "policyflow"),
+    "fpo_loss": ("eps_mse", "u_mse"),
+    "fpo_ratio": ("mean_exp", "per_sample_clip"),
+    "brownian_ref": ("current", "frozen"),
+    "dppo_logprob_reduce": ("mean", "sum"),
 }
+
+#: policy families without an explicit likelihood: only per-sample ratio surrogates apply
+_GENERATIVE_POLICIES = ("flow", "diffusion", "policyflow")
+_RATIO_OBJECTIVES = ("clip", "dual_clip", "pg", "spo", "pspo", "ce_gppo", "topr", "ratio_var")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -119,6 +131,20 @@ class Config:
     truncation_value: str = "always"  # V(final obs): "always" computed (no host sync) or under lax.cond
     shuffle: str = "samples"  # minibatches of shuffled samples, or of whole env trajectories ("envs")
     unroll: int | None = None  # lax.scan unroll of rollout and GAE loops; None: 1 on CPU, 8 on GPU/TPU
+    # generative policy families (ALGORITHMS.md §9–11); "auto" = the explicit family of `distribution`
+    policy: str = "auto"  # auto, flow (FPO), diffusion (DPPO), policyflow
+    flow_steps: int = 10  # Euler steps of the flow sampler (flow, policyflow)
+    n_mc: int = 8  # stored (t, ε) pairs per action (flow) / path times per action (policyflow)
+    fpo_loss: str = "eps_mse"  # FPO per-pair CFM loss: eps_mse (reference) or u_mse
+    fpo_ratio: str = "mean_exp"  # exp(mean ℓ_old − mean ℓ_new) (reference) or one clipped ratio per pair
+    brownian_ref: str = "current"  # PolicyFlow η_t: current velocity (spec) or the frozen rollout one
+    diffusion_steps: int = 20  # DPPO denoising steps K
+    finetune_steps: int | None = None  # DPPO fine-tuned (last) steps K′; None = all K
+    ddim_eval_steps: int = 5  # DPPO evaluation: DDIM steps (0 = deterministic DDPM means)
+    sigma_min_sample: float = 0.1  # DPPO σ floor when sampling (exploration)
+    sigma_min_prob: float = 0.1  # DPPO σ floor in the per-step likelihood
+    dppo_logprob_reduce: str = "mean"  # per-step log-prob over action dims: mean (reference) or sum
+    dppo_logprob_clamp: bool = True  # clamp per-dim log-probs to [−5, 2] (reference)
     hp: Hyperparams = dataclasses.field(default_factory=Hyperparams)
 
     def __post_init__(self):
@@ -156,7 +182,43 @@ class Config:
                 f"total_timesteps={self.total_timesteps} is smaller than one update's batch "
                 f"(num_envs × num_steps = {self.batch_size}); raise total_timesteps or lower num_envs/num_steps"
             )
+        self._check_policy()
         check_hyperparams(self.hp)
+
+    def _check_policy(self):
+        for name in ("flow_steps", "n_mc", "diffusion_steps"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+        if self.finetune_steps is not None and not (
+            isinstance(self.finetune_steps, int) and 1 <= self.finetune_steps <= self.diffusion_steps
+        ):
+            raise ConfigError(
+                f"finetune_steps must be None (all) or an integer in [1, diffusion_steps={self.diffusion_steps}], "
+                f"got {self.finetune_steps!r}"
+            )
+        if not isinstance(self.ddim_eval_steps, int) or not 0 <= self.ddim_eval_steps <= self.diffusion_steps:
+            raise ConfigError(
+                f"ddim_eval_steps must be an integer in [0, diffusion_steps={self.diffusion_steps}] "
+                f"(0 = deterministic DDPM means), got {self.ddim_eval_steps!r}"
+            )
+        for name in ("sigma_min_sample", "sigma_min_prob"):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+                raise ConfigError(f"{name} must be > 0, got {value!r}")
+        if self.policy in _GENERATIVE_POLICIES:
+            if self.objective not in _RATIO_OBJECTIVES:
+                raise ConfigError(
+                    f"objective={self.objective!r} needs an explicit likelihood; with policy={self.policy!r} "
+                    f"allowed objectives: {_fmt(_RATIO_OBJECTIVES)}"
+                )
+            if self.kl_schedule != "none":
+                raise ConfigError(f"kl_schedule={self.kl_schedule!r} needs an analytic KL; policy={self.policy!r} allows only 'none'")
+            if self.distribution not in ("auto", "gaussian"):
+                raise ConfigError(
+                    f"policy={self.policy!r} is a continuous-action family; distribution={self.distribution!r} "
+                    "conflicts with it (allowed: 'auto', 'gaussian')"
+                )
 
     # -- derived sizes ---------------------------------------------------------------------
     @property
@@ -240,6 +302,9 @@ def check_hyperparams(hp: Hyperparams) -> None:
         "bpo_temp": (lambda v: v > 0, "> 0"),
         "bpo_median_coef": (lambda v: v >= 0, ">= 0"),
         "bpo_clamp": (lambda v: v >= 0, ">= 0"),
+        "gamma_denoise": (lambda v: 0 < v <= 1, "in (0, 1]"),
+        "dppo_clip_base": (lambda v: v > 0, "> 0"),
+        "brownian_coef": (lambda v: v >= 0, ">= 0"),
     }
     for name, (ok, text) in rules.items():
         values = concrete(name)
