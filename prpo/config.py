@@ -371,11 +371,73 @@ def _minatar() -> Config:
     )
 
 
+def _fpo_classic_continuous() -> Config:
+    """FPO on continuous gymnax control: the PPO Pendulum settings, the reference's flow (10 Euler
+    steps, 8 pairs, ε-MSE, clip 0.05, 4×32 SiLU velocity net, plain value MSE ×0.25, no entropy)."""
+    base = _classic_continuous()
+    return base.replace(
+        algo="fpo", policy="flow", actor_hidden=(32, 32, 32, 32), critic_hidden=(64, 64), activation="silu",
+        clip_value=False, hp=base.hp.replace(clip_eps=0.05, ent_coef=0.0, vf_coef=0.5),
+    )
+
+
+def _fpo_brax() -> Config:
+    """FPO reference (Playground DMC) settings on Brax: 2048 envs × 30 steps, 32 minibatches,
+    16 epochs, lr 3e-4, γ 0.995, 4×32 SiLU velocity and 5×256 SiLU critic (ALGORITHMS.md §9)."""
+    base = _brax()
+    return base.replace(
+        algo="fpo", policy="flow", num_steps=30, update_epochs=16, num_minibatches=32,
+        actor_hidden=(32, 32, 32, 32), critic_hidden=(256,) * 5, activation="silu", clip_value=False,
+        hp=base.hp.replace(lr=3e-4, gamma=0.995, gae_lambda=0.95, clip_eps=0.05, ent_coef=0.0, vf_coef=0.5),
+    )
+
+
+def _dppo_classic_continuous() -> Config:
+    """DPPO from scratch on continuous gymnax control: K = K′ (all steps fine-tuned), γ_denoise
+    0.99, clip 0.1 (scheduled from dppo_clip_base), σ floors 0.1, no value clipping."""
+    base = _classic_continuous()
+    return base.replace(
+        algo="dppo", policy="diffusion", diffusion_steps=10, finetune_steps=None, ddim_eval_steps=5,
+        actor_hidden=(64, 64), activation="silu", clip_value=False,
+        hp=base.hp.replace(clip_eps=0.1, dppo_clip_base=0.1, ent_coef=0.0, gamma_denoise=0.99),
+    )
+
+
+def _dppo_brax() -> Config:
+    """DPPO from scratch on Brax: the PPO Brax pipeline with the diffusion family (K = K′ = 20,
+    256-256-256 SiLU denoiser, clip 0.1, γ_denoise 0.99, σ floors 0.1; ALGORITHMS.md §10)."""
+    base = _brax()
+    return base.replace(
+        algo="dppo", policy="diffusion", diffusion_steps=20, finetune_steps=None, ddim_eval_steps=5,
+        actor_hidden=(256, 256, 256), activation="silu", clip_value=False,
+        hp=base.hp.replace(clip_eps=0.1, dppo_clip_base=0.1, ent_coef=0.0, gamma_denoise=0.99),
+    )
+
+
+def _policyflow_classic_continuous() -> Config:
+    """PolicyFlow on continuous gymnax control: PPO Pendulum settings, clip 0.2, Brownian w_b 0.01."""
+    base = _classic_continuous()
+    return base.replace(algo="policyflow", policy="policyflow", actor_hidden=(64, 64), activation="silu",
+                        hp=base.hp.replace(brownian_coef=0.01))
+
+
+def _policyflow_brax() -> Config:
+    """PolicyFlow on Brax: PPO Brax pipeline, clip 0.2, Brownian w_b 0.01 (UNVERIFIED)."""
+    base = _brax()
+    return base.replace(algo="policyflow", policy="policyflow", activation="silu", hp=base.hp.replace(brownian_coef=0.01))
+
+
 PRESETS: dict[str, typing.Callable[[], Config]] = {
     "ppo-cartpole": _cartpole,
     "ppo-classic-continuous": _classic_continuous,
     "ppo-brax": _brax,
     "ppo-minatar": _minatar,
+    "fpo-classic-continuous": _fpo_classic_continuous,
+    "fpo-brax": _fpo_brax,
+    "dppo-classic-continuous": _dppo_classic_continuous,
+    "dppo-brax": _dppo_brax,
+    "policyflow-classic-continuous": _policyflow_classic_continuous,
+    "policyflow-brax": _policyflow_brax,
 }
 
 
