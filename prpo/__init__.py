@@ -2,26 +2,31 @@
 
 The public API re-exported here is what users compose; each layer is its own module:
 ``distributions``, ``advantages``, ``objectives``, ``regularizers``, ``networks``,
-``policies``, ``envs``, ``normalization``, ``rollout``, ``update``, ``train``.
+``policies`` (and the generative families ``flow``, ``diffusion``), ``envs``, ``toy_envs``, ``normalization``, ``rollout``, ``update``, ``train``.
 """
 
 from prpo import (
     advantages,
     algorithms,
+    diffusion,
     distributions,
     envs,
+    flow,
     networks,
     normalization,
     objectives,
     policies,
     regularizers,
     rollout,
+    toy_envs,
     update,
 )
 from prpo.advantages import gae, lambda_returns, normalize
 from prpo.config import PRESETS, Config, ConfigError, Hyperparams, apply_overrides, preset
 from prpo.distributions import Categorical, DiagGaussian, TanhGaussian
+from prpo.diffusion import DiffusionPolicy
 from prpo.envs import make_env
+from prpo.flow import FlowPolicy, PolicyFlowPolicy
 from prpo.experiment import ExperimentResult, grid_hyperparams, run_experiment
 from prpo.objectives import bpo, ce_gppo, dual_clip, policy_gradient, ppo_clip, pspo, ratio_diagnostics, spo, topr
 from prpo.policies import CategoricalPolicy, GaussianPolicy
@@ -36,6 +41,12 @@ __all__ = [
     "Config",
     "ConfigError",
     "DiagGaussian",
+    "DiffusionPolicy",
+    "FlowPolicy",
+    "PolicyFlowPolicy",
+    "diffusion",
+    "flow",
+    "toy_envs",
     "ExperimentResult",
     "GaussianPolicy",
     "Hyperparams",

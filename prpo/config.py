@@ -372,11 +372,12 @@ def _minatar() -> Config:
 
 
 def _fpo_classic_continuous() -> Config:
-    """FPO on continuous gymnax control: the PPO Pendulum settings, the reference's flow (10 Euler
-    steps, 8 pairs, ε-MSE, clip 0.05, 4×32 SiLU velocity net, plain value MSE ×0.25, no entropy)."""
+    """FPO on continuous gymnax control: the PPO Pendulum settings and the reference's flow (10
+    Euler steps, 8 pairs, ε-MSE, clip 0.05, plain value MSE ×0.25, no entropy); velocity net 64-64
+    SiLU (the reference's 4×32 learned Pendulum about half as fast: −750 vs −360 after 3e5 steps)."""
     base = _classic_continuous()
     return base.replace(
-        algo="fpo", policy="flow", actor_hidden=(32, 32, 32, 32), critic_hidden=(64, 64), activation="silu",
+        algo="fpo", policy="flow", actor_hidden=(64, 64), critic_hidden=(64, 64), activation="silu",
         clip_value=False, hp=base.hp.replace(clip_eps=0.05, ent_coef=0.0, vf_coef=0.5),
     )
 

@@ -20,7 +20,7 @@ import numpy as np
 from flax import struct
 from gymnax.environments import environment, spaces
 
-__all__ = ["MultiGoal2D", "TOY_ENVS", "goals"]
+__all__ = ["MultiGoal2D", "TOY_ENVS", "goals", "mode_fractions"]
 
 
 @struct.dataclass
@@ -80,3 +80,11 @@ class MultiGoal2D(environment.Environment[EnvState, EnvParams]):
 
 #: name -> constructor returning ``(env, default_params)`` like ``gymnax.make``
 TOY_ENVS = {"MultiGoal2D": lambda **kw: (MultiGoal2D(**kw), MultiGoal2D(**kw).default_params)}
+
+
+def mode_fractions(actions, num_goals: int = 2, radius: float = 0.5) -> np.ndarray:
+    """Fraction of ``actions`` ``[N, 2]`` within ``radius`` of each goal: ``[num_goals]``
+    (the rest, between goals, is ``1 − sum``)."""
+    a = np.asarray(actions, np.float64).reshape(-1, 2)
+    d = np.linalg.norm(a[:, None, :] - goals(num_goals)[None], axis=-1)
+    return (d < radius).mean(0)

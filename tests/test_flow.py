@@ -181,3 +181,19 @@ def test_generative_families_reject_discrete_and_likelihood_objectives():
         algorithms.get("fpo").config("Pendulum-v1", fpo_loss="l1")
     with pytest.raises(ConfigError, match="n_mc"):
         algorithms.get("fpo").config("Pendulum-v1", n_mc=0)
+
+
+# -- learning ------------------------------------------------------------------------------
+
+@pytest.mark.slow
+@pytest.mark.xdist_group("fpo_pendulum")
+def test_fpo_learns_pendulum():
+    """fpo-classic-continuous preset, 3e5 steps, 2 seeds vmapped (≈ 1 min on 2 CPU cores).
+    Measured: mean final return −358 (curve −1330 → −360); random ≈ −1200, PPO −237 at 3e5."""
+    from prpo.experiment import run_experiment
+
+    cfg = algorithms.get("fpo").config("Pendulum-v1", total_timesteps=300_000)
+    assert cfg.policy == "flow" and cfg.hp.clip_eps == 0.05
+    result = run_experiment(cfg, seeds=2, progress=False)
+    final = np.asarray(result.summary["final_returns"])
+    assert final.mean() >= -650, final
