@@ -40,6 +40,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from prpo.networks import ACTIVATIONS, MLP
+from prpo.regularizers import brownian_penalty
 
 __all__ = [
     "time_features",
@@ -228,13 +229,6 @@ def policyflow_log_ratio(noise, dv, log_std, log_std_old):
     n = noise[:, None, :]
     log_w = _gauss_logpdf(n, dv, log_std[:, None, :]) - _gauss_logpdf(n, 0.0, log_std_old[:, None, :])
     return jax.scipy.special.logsumexp(log_w, axis=-1) - np.log(dv.shape[1])
-
-
-def brownian_penalty(t, x_t, v, v_ref):
-    """``mean_i ‖η_i‖²`` with ``η_i = (1 − t_i)·v_i − (x_{t_i} − t_i·v_ref,i)``: ``[B, N, D] -> [B]``."""
-    t = t[..., None]
-    eta = (1.0 - t) * v - (x_t - t * v_ref)
-    return jnp.sum(jnp.square(eta), axis=-1).mean(-1)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -197,3 +197,18 @@ def test_fpo_learns_pendulum():
     result = run_experiment(cfg, seeds=2, progress=False)
     final = np.asarray(result.summary["final_returns"])
     assert final.mean() >= -650, final
+
+
+@pytest.mark.parametrize("algo", ["fpo", "dppo", "policyflow"])
+def test_cli_trains_generative_algorithms(algo, capsys):
+    from prpo.cli import main
+
+    code = main(["train", algo, "--env", "Pendulum-v1", "--num-envs", "4", "--total-steps", "64", "--no-progress",
+                 "--set", "num_steps=16", "--set", "num_minibatches=2", "--set", "update_epochs=1",
+                 "--set", "actor_hidden=8", "--set", "critic_hidden=8", "--set", "flow_steps=2",
+                 "--set", "diffusion_steps=3", "--set", "ddim_eval_steps=3", "--set", "n_mc=2"])
+    out = capsys.readouterr().out
+    assert code == 0 and f'"algo": "{algo}"' in out and '"env_steps": 64' in out
+    with pytest.raises(SystemExit) as e:
+        main(["train", algo, "--env", "CartPole-v1"])
+    assert e.value.code == 2 and "continuous action space" in capsys.readouterr().err
