@@ -43,22 +43,37 @@ def _sample(cfg, state, n=2000):
     return np.asarray(jax.jit(jax.vmap(lambda s, k: policy.act(s.params, obs, k)[0]))(state, keys))
 
 
+def test_mode_fractions_tell_two_modes_from_one_wide_gaussian():
+    """The measurement: within the reward width (0.3) a two-mode sample hits both goals ≥ 0.25,
+    a Gaussian cannot — even the widest one centred between the goals stays far below."""
+    rng = np.random.default_rng(0)
+    bimodal = np.concatenate([rng.normal([1, 0], 0.1, (500, 2)), rng.normal([-1, 0], 0.1, (500, 2))])
+    assert (mode_fractions(bimodal, radius=0.3) >= 0.45).all()
+    best = max(mode_fractions(rng.normal([0, 0], [sx, 0.05], (20000, 2)), radius=0.3).min() for sx in (0.5, 1.0, 1.5))
+    assert best < 0.2
+
+
 @pytest.mark.slow
 @pytest.mark.xdist_group("multimodal")
-def test_gaussian_picks_one_goal_flow_keeps_both():
-    """experiments/multimodal.py settings at 3e4 steps, 3 seeds each (≈ 30 s per algorithm).
-    Measured goal fractions per seed: FPO [0.26, 0.19], [0.20, 0.28], [0.30, 0.18] (return ≈ 0.33;
-    a N(0, I) policy earns ≈ 0.10); Gaussian PPO puts ≥ 0.9 on one goal and 0 on the other."""
+def test_learned_modes_on_the_two_goal_bandit():
+    """experiments/multimodal.py settings, 1.2e5 steps, 3 seeds each (≈ 20 s per algorithm).
+
+    Gaussian PPO must pick one goal: measured goal fractions (within 0.3) [0, 1] in all 3 seeds.
+    FPO learns the task (return 0.98) but — measured, not what the FPO paper's figure suggests —
+    also ends on one goal per seed ([1, 0], [0, 1], [1, 0]; at 3e4 steps it still spreads over the
+    segment between the goals). Asserted: both put ≥ 0.9 of their samples on goals, PPO on a
+    single goal in every seed; FPO's fractions are measured and must sum to ≥ 0.9.
+    """
     settings = dict(num_envs=512, num_steps=2, num_minibatches=4, update_epochs=4, normalize_reward=False,
-                    normalize_obs=False, anneal_lr=False, lr=3e-4, total_timesteps=30_000)
+                    normalize_obs=False, anneal_lr=False, lr=3e-4, adv_norm="none", total_timesteps=120_000)
     fractions, returns = {}, {}
     for algo, extra in (("ppo", dict(lr=3e-3)), ("fpo", dict(actor_hidden=(64, 64)))):
         cfg = algorithms.get(algo).config("MultiGoal2D", **{**settings, **extra})
         result = run_experiment(cfg, seeds=3, progress=False)
         state = jax.tree.map(lambda x: x[0], result.state)
-        fractions[algo] = np.stack([mode_fractions(a) for a in _sample(cfg, state)])
+        fractions[algo] = np.stack([mode_fractions(a, radius=0.3) for a in _sample(cfg, state)])
         returns[algo] = float(np.mean(result.summary["final_returns"]))
     ppo, fpo = fractions["ppo"], fractions["fpo"]
-    assert (ppo.max(1) >= 0.8).all() and (ppo.min(1) <= 0.05).all(), ppo  # one goal per seed
-    assert (fpo.min(1) >= 0.1).all(), fpo  # both goals in every seed
-    assert returns["fpo"] >= 0.2, returns  # and it learned (N(0, I) earns ≈ 0.10)
+    assert (ppo.max(1) >= 0.9).all() and (ppo.min(1) <= 0.02).all(), ppo  # one goal per seed
+    assert (fpo.sum(1) >= 0.9).all(), fpo  # FPO's samples sit on goals (how many: see the docstring)
+    assert returns["ppo"] >= 0.9 and returns["fpo"] >= 0.9, returns
