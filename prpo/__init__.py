@@ -2,14 +2,21 @@
 
 The public API re-exported here is what users compose; each layer is its own module:
 ``distributions``, ``advantages``, ``objectives``, ``regularizers``, ``networks``,
-``policies``, ``envs``, ``normalization``, ``rollout``, ``update``, ``train``, ``parallel``.
+``policies`` (and the generative families ``flow``, ``diffusion``), ``envs``, ``normalization``,
+``rollout``, ``update``, ``train``, ``parallel``.
+
+``prpo.toy_envs`` (the multimodal bandit) is imported on use: importing it imports gymnax, which
+starts JAX's backend, and ``import prpo`` must not, so that ``prpo.initialize_distributed`` can
+run first.
 """
 
 from prpo import (
     advantages,
     algorithms,
+    diffusion,
     distributions,
     envs,
+    flow,
     networks,
     normalization,
     objectives,
@@ -22,7 +29,9 @@ from prpo import (
 from prpo.advantages import gae, lambda_returns, normalize
 from prpo.config import PRESETS, Config, ConfigError, Hyperparams, apply_overrides, preset
 from prpo.distributions import Categorical, DiagGaussian, TanhGaussian
+from prpo.diffusion import DiffusionPolicy
 from prpo.envs import make_env
+from prpo.flow import FlowPolicy, PolicyFlowPolicy
 from prpo.experiment import ExperimentResult, grid_hyperparams, run_experiment
 from prpo.parallel import initialize_distributed, make_mesh, make_sharded_train
 from prpo.objectives import bpo, ce_gppo, dual_clip, policy_gradient, ppo_clip, pspo, ratio_diagnostics, spo, topr
@@ -38,6 +47,11 @@ __all__ = [
     "Config",
     "ConfigError",
     "DiagGaussian",
+    "DiffusionPolicy",
+    "FlowPolicy",
+    "PolicyFlowPolicy",
+    "diffusion",
+    "flow",
     "ExperimentResult",
     "GaussianPolicy",
     "Hyperparams",

@@ -177,3 +177,41 @@ register(
         value_based=True,
     )
 )
+
+
+
+#: FPO: a flow-matching policy whose ratio is exp(mean ℓ_old − mean ℓ_new) over n_mc stored
+#: conditional-flow-matching (t, ε) pairs per action, PPO-clipped with a small ε (0.05).
+#: Own presets: fpo-classic-continuous, fpo-brax (the reference's settings).
+register(
+    Algorithm(
+        name="fpo",
+        description="Flow Matching Policy Gradients: flow policy, ratio from CFM losses, PPO clip ε=0.05",
+        overrides=dict(policy="flow", clip_eps=0.05, ent_coef=0.0, clip_value=False, activation="silu",
+                       actor_hidden=(32, 32, 32, 32)),
+        action_spaces=("continuous",),
+    )
+)
+
+#: DPPO: a K-step diffusion policy; each of the last K′ denoising steps is a Gaussian PPO sample
+#: with advantage γ_denoise^(K′−1−i)·A and a per-step clip ε_i rising to clip_eps.
+register(
+    Algorithm(
+        name="dppo",
+        description="Diffusion Policy Policy Optimization: per-denoising-step Gaussian ratios, fine-tune last K' steps",
+        overrides=dict(policy="diffusion", clip_eps=0.1, dppo_clip_base=0.1, ent_coef=0.0, clip_value=False,
+                       activation="silu"),
+        action_spaces=("continuous",),
+    )
+)
+
+#: PolicyFlow (no reference code): CNF + learned Gaussian noise, ratio of the terminal noise via
+#: velocity differences along the interpolation path, PPO clip 0.2, Brownian regulariser.
+register(
+    Algorithm(
+        name="policyflow",
+        description="PolicyFlow: velocity-variation ratio + Brownian regulariser (formulas only; choices flagged)",
+        overrides=dict(policy="policyflow", activation="silu"),
+        action_spaces=("continuous",),
+    )
+)

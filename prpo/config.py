@@ -70,6 +70,9 @@ class Hyperparams:
     eps_start: float = 1.0  # PQN ε-greedy: ε at the first update
     eps_finish: float = 0.05  # PQN: ε after the decay
     eps_decay: float = 0.1  # PQN: fraction of all updates over which ε decays linearly
+    gamma_denoise: float = 0.99  # DPPO: advantage weight γ_denoise^(K′−1−i) of fine-tuned denoising step i
+    dppo_clip_base: float = 1e-3  # DPPO: clip ε of the noisiest fine-tuned step (rises to clip_eps at the last)
+    brownian_coef: float = 0.01  # PolicyFlow: Brownian regulariser weight w_b (value UNVERIFIED)
 
     def replace(self, **kw) -> "Hyperparams":  # typed alias of flax's replace
         return dataclasses.replace(self, **kw)
@@ -87,7 +90,16 @@ _CHOICES = {
     "truncation_value": ("always", "cond"),
     "shuffle": ("samples", "envs", "stratified"),
     "q_torso": ("auto", "mlp", "conv"),
+    "policy": ("auto", "flow", "diffusion", "policyflow"),
+    "fpo_loss": ("eps_mse", "u_mse"),
+    "fpo_ratio": ("mean_exp", "per_sample_clip"),
+    "brownian_ref": ("current", "frozen"),
+    "dppo_logprob_reduce": ("mean", "sum"),
 }
+
+#: policy families without an explicit likelihood: only per-sample ratio surrogates apply
+_GENERATIVE_POLICIES = ("flow", "diffusion", "policyflow")
+_RATIO_OBJECTIVES = ("clip", "dual_clip", "pg", "spo", "pspo", "ce_gppo", "topr", "ratio_var")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -130,6 +142,20 @@ class Config:
     eval_envs: int | None = None  # envs (one episode each) per in-loop evaluation; None = num_envs
     q_torso: str = "auto"  # PQN Q-network torso: "conv" for image observations (MinAtar), else "mlp"
     q_layer_norm: bool = True  # PQN: LayerNorm before every activation (False: the unstable ablation)
+    # generative policy families (ALGORITHMS.md §9–11); "auto" = the explicit family of `distribution`
+    policy: str = "auto"  # auto, flow (FPO), diffusion (DPPO), policyflow
+    flow_steps: int = 10  # Euler steps of the flow sampler (flow, policyflow)
+    n_mc: int = 8  # stored (t, ε) pairs per action (flow) / path times per action (policyflow)
+    fpo_loss: str = "eps_mse"  # FPO per-pair CFM loss: eps_mse (reference) or u_mse
+    fpo_ratio: str = "mean_exp"  # exp(mean ℓ_old − mean ℓ_new) (reference) or one clipped ratio per pair
+    brownian_ref: str = "current"  # PolicyFlow η_t: current velocity (spec) or the frozen rollout one
+    diffusion_steps: int = 20  # DPPO denoising steps K
+    finetune_steps: int | None = None  # DPPO fine-tuned (last) steps K′; None = all K
+    ddim_eval_steps: int = 5  # DPPO evaluation: DDIM steps (0 = deterministic DDPM means)
+    sigma_min_sample: float = 0.1  # DPPO σ floor when sampling (exploration)
+    sigma_min_prob: float = 0.1  # DPPO σ floor in the per-step likelihood
+    dppo_logprob_reduce: str = "mean"  # per-step log-prob over action dims: mean (reference) or sum
+    dppo_logprob_clamp: bool = True  # clamp per-dim log-probs to [−5, 2] (reference)
     hp: Hyperparams = dataclasses.field(default_factory=Hyperparams)
 
     def __post_init__(self):
@@ -193,7 +219,43 @@ class Config:
                 f"total_timesteps={self.total_timesteps} is smaller than one update's batch "
                 f"(num_envs × num_steps = {self.batch_size}); raise total_timesteps or lower num_envs/num_steps"
             )
+        self._check_policy()
         check_hyperparams(self.hp)
+
+    def _check_policy(self):
+        for name in ("flow_steps", "n_mc", "diffusion_steps"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+        if self.finetune_steps is not None and not (
+            isinstance(self.finetune_steps, int) and 1 <= self.finetune_steps <= self.diffusion_steps
+        ):
+            raise ConfigError(
+                f"finetune_steps must be None (all) or an integer in [1, diffusion_steps={self.diffusion_steps}], "
+                f"got {self.finetune_steps!r}"
+            )
+        if not isinstance(self.ddim_eval_steps, int) or not 0 <= self.ddim_eval_steps <= self.diffusion_steps:
+            raise ConfigError(
+                f"ddim_eval_steps must be an integer in [0, diffusion_steps={self.diffusion_steps}] "
+                f"(0 = deterministic DDPM means), got {self.ddim_eval_steps!r}"
+            )
+        for name in ("sigma_min_sample", "sigma_min_prob"):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+                raise ConfigError(f"{name} must be > 0, got {value!r}")
+        if self.policy in _GENERATIVE_POLICIES:
+            if self.objective not in _RATIO_OBJECTIVES:
+                raise ConfigError(
+                    f"objective={self.objective!r} needs an explicit likelihood; with policy={self.policy!r} "
+                    f"allowed objectives: {_fmt(_RATIO_OBJECTIVES)}"
+                )
+            if self.kl_schedule != "none":
+                raise ConfigError(f"kl_schedule={self.kl_schedule!r} needs an analytic KL; policy={self.policy!r} allows only 'none'")
+            if self.distribution not in ("auto", "gaussian"):
+                raise ConfigError(
+                    f"policy={self.policy!r} is a continuous-action family; distribution={self.distribution!r} "
+                    "conflicts with it (allowed: 'auto', 'gaussian')"
+                )
 
     # -- derived sizes ---------------------------------------------------------------------
     @property
@@ -281,6 +343,9 @@ def check_hyperparams(hp: Hyperparams) -> None:
         "eps_start": (lambda v: 0 <= v <= 1, "in [0, 1]"),
         "eps_finish": (lambda v: 0 <= v <= 1, "in [0, 1]"),
         "eps_decay": (lambda v: 0 < v <= 1, "in (0, 1]"),
+        "gamma_denoise": (lambda v: 0 < v <= 1, "in (0, 1]"),
+        "dppo_clip_base": (lambda v: v > 0, "> 0"),
+        "brownian_coef": (lambda v: v >= 0, ">= 0"),
     }
     for name, (ok, text) in rules.items():
         values = concrete(name)
@@ -393,6 +458,63 @@ def _pqn_minatar() -> Config:
     )
 
 
+def _fpo_classic_continuous() -> Config:
+    """FPO on continuous gymnax control: the PPO Pendulum settings and the reference's flow (10
+    Euler steps, 8 pairs, ε-MSE, clip 0.05, plain value MSE ×0.25, no entropy); velocity net 64-64
+    SiLU (the reference's 4×32 learned Pendulum about half as fast: −750 vs −360 after 3e5 steps)."""
+    base = _classic_continuous()
+    return base.replace(
+        algo="fpo", policy="flow", actor_hidden=(64, 64), critic_hidden=(64, 64), activation="silu",
+        clip_value=False, hp=base.hp.replace(clip_eps=0.05, ent_coef=0.0, vf_coef=0.5),
+    )
+
+
+def _fpo_brax() -> Config:
+    """FPO reference (Playground DMC) settings on Brax: 2048 envs × 30 steps, 32 minibatches,
+    16 epochs, lr 3e-4, γ 0.995, 4×32 SiLU velocity and 5×256 SiLU critic (ALGORITHMS.md §9)."""
+    base = _brax()
+    return base.replace(
+        algo="fpo", policy="flow", num_steps=30, update_epochs=16, num_minibatches=32,
+        actor_hidden=(32, 32, 32, 32), critic_hidden=(256,) * 5, activation="silu", clip_value=False,
+        hp=base.hp.replace(lr=3e-4, gamma=0.995, gae_lambda=0.95, clip_eps=0.05, ent_coef=0.0, vf_coef=0.5),
+    )
+
+
+def _dppo_classic_continuous() -> Config:
+    """DPPO from scratch on continuous gymnax control: K = K′ (all steps fine-tuned), γ_denoise
+    0.99, clip 0.1 (scheduled from dppo_clip_base), σ floors 0.1, no value clipping."""
+    base = _classic_continuous()
+    return base.replace(
+        algo="dppo", policy="diffusion", diffusion_steps=10, finetune_steps=None, ddim_eval_steps=5,
+        actor_hidden=(64, 64), activation="silu", clip_value=False,
+        hp=base.hp.replace(clip_eps=0.1, dppo_clip_base=0.1, ent_coef=0.0, gamma_denoise=0.99),
+    )
+
+
+def _dppo_brax() -> Config:
+    """DPPO from scratch on Brax: the PPO Brax pipeline with the diffusion family (K = K′ = 20,
+    256-256-256 SiLU denoiser, clip 0.1, γ_denoise 0.99, σ floors 0.1; ALGORITHMS.md §10)."""
+    base = _brax()
+    return base.replace(
+        algo="dppo", policy="diffusion", diffusion_steps=20, finetune_steps=None, ddim_eval_steps=5,
+        actor_hidden=(256, 256, 256), activation="silu", clip_value=False,
+        hp=base.hp.replace(clip_eps=0.1, dppo_clip_base=0.1, ent_coef=0.0, gamma_denoise=0.99),
+    )
+
+
+def _policyflow_classic_continuous() -> Config:
+    """PolicyFlow on continuous gymnax control: PPO Pendulum settings, clip 0.2, Brownian w_b 0.01."""
+    base = _classic_continuous()
+    return base.replace(algo="policyflow", policy="policyflow", actor_hidden=(64, 64), activation="silu",
+                        hp=base.hp.replace(brownian_coef=0.01))
+
+
+def _policyflow_brax() -> Config:
+    """PolicyFlow on Brax: PPO Brax pipeline, clip 0.2, Brownian w_b 0.01 (UNVERIFIED)."""
+    base = _brax()
+    return base.replace(algo="policyflow", policy="policyflow", activation="silu", hp=base.hp.replace(brownian_coef=0.01))
+
+
 PRESETS: dict[str, typing.Callable[[], Config]] = {
     "ppo-cartpole": _cartpole,
     "ppo-classic-continuous": _classic_continuous,
@@ -400,6 +522,12 @@ PRESETS: dict[str, typing.Callable[[], Config]] = {
     "ppo-minatar": _minatar,
     "pqn-cartpole": _pqn_cartpole,
     "pqn-minatar": _pqn_minatar,
+    "fpo-classic-continuous": _fpo_classic_continuous,
+    "fpo-brax": _fpo_brax,
+    "dppo-classic-continuous": _dppo_classic_continuous,
+    "dppo-brax": _dppo_brax,
+    "policyflow-classic-continuous": _policyflow_classic_continuous,
+    "policyflow-brax": _policyflow_brax,
 }
 
 

@@ -24,7 +24,7 @@ add more leading axes by vmapping the VecEnv functions themselves
 
 Backends
 --------
-gymnax (every name in ``gymnax.registered_envs``)
+gymnax (every name in ``gymnax.registered_envs``, plus ``prpo.toy_envs``: ``MultiGoal2D``)
     options: ``max_episode_steps`` (overrides ``params.max_steps_in_episode``),
     ``env_params`` (dict of further ``EnvParams`` overrides), ``env_kwargs``
     (dict passed to the environment constructor).
@@ -170,7 +170,9 @@ def _bound(x: Any) -> float | tuple:
 def _gymnax_names() -> list[str]:
     import gymnax
 
-    return list(gymnax.registered_envs)
+    from prpo.toy_envs import TOY_ENVS  # prpo's own gymnax-API envs (MultiGoal2D)
+
+    return list(gymnax.registered_envs) + list(TOY_ENVS)
 
 
 def _brax_names() -> list[str]:
@@ -293,8 +295,10 @@ def _normalize_options(family: str, name: str, options: dict) -> tuple:
 def _gymnax_env(name: str, opts: tuple):
     import gymnax
 
+    from prpo.toy_envs import TOY_ENVS
+
     o = dict(opts)
-    env, params = gymnax.make(name, **_thaw_dict(o.get("env_kwargs")))
+    env, params = (TOY_ENVS[name] if name in TOY_ENVS else functools.partial(gymnax.make, name))(**_thaw_dict(o.get("env_kwargs")))
     overrides = _thaw_dict(o.get("env_params"))
     if "max_episode_steps" in o:
         other = overrides.get("max_steps_in_episode", o["max_episode_steps"])

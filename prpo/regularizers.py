@@ -10,7 +10,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-__all__ = ["entropy_loss", "value_loss", "clipped_value_loss", "kl_penalty"]
+__all__ = ["entropy_loss", "value_loss", "clipped_value_loss", "kl_penalty", "brownian_penalty"]
 
 
 def entropy_loss(entropy: jax.Array) -> jax.Array:
@@ -50,3 +50,19 @@ def clipped_value_loss(
 def kl_penalty(kl: jax.Array, coef: float | jax.Array) -> jax.Array:
     """coef * kl. [...] -> [...]."""
     return coef * kl
+
+
+def brownian_penalty(t: jax.Array, x_t: jax.Array, v: jax.Array, v_ref: jax.Array) -> jax.Array:
+    """PolicyFlow's Brownian regulariser (to minimise; weight it by w_b), mean over path times.
+
+      η_i = (1 − t_i)·v_i − (x_{t_i} − t_i·v_ref,i),   L = mean_i ‖η_i‖²
+
+    Args:
+      t: path times [B, N]; x_t, v, v_ref: points, velocities, reference velocities [B, N, D].
+
+    Returns:
+      loss [B].
+    """
+    t = t[..., None]
+    eta = (1.0 - t) * v - (x_t - t * v_ref)
+    return jnp.sum(jnp.square(eta), axis=-1).mean(-1)

@@ -73,6 +73,8 @@ def make_policy(cfg: Config, spec: envs_lib.EnvSpec, network=None):
             )
         return QPolicy(network)
     kind = _policy_kind(cfg, spec)
+    if kind in ("flow", "diffusion", "policyflow"):
+        return _generative_policy(cfg, spec, kind, network)
     if network is None:
         action_dim = spec.action_space.n if discrete else int(jnp.prod(jnp.asarray(spec.action_space.shape)))
         network = make_actor_critic(
@@ -88,6 +90,26 @@ def make_policy(cfg: Config, spec: envs_lib.EnvSpec, network=None):
         )
     family = CategoricalPolicy if kind == "categorical" else GaussianPolicy
     return family(network, keep_dist=cfg.kl_schedule != "none")
+
+
+def _generative_policy(cfg: Config, spec: envs_lib.EnvSpec, kind: str, network=None):
+    """Flow (FPO), PolicyFlow or diffusion (DPPO) family over a continuous action space."""
+    from prpo import diffusion, flow
+
+    action_dim = int(jnp.prod(jnp.asarray(spec.action_space.shape)))
+    obs_ndim = len(spec.obs_shape)
+    critic_hidden = cfg.critic_hidden if cfg.critic_hidden is not None else cfg.actor_hidden
+    if kind == "diffusion":
+        policy = diffusion.make_diffusion_policy(cfg, action_dim, obs_ndim, spec.action_space.low, spec.action_space.high)
+        return policy if network is None else dataclasses.replace(policy, denoiser=network)
+    if network is None:
+        network = flow.make_velocity_network(
+            action_dim, obs_ndim, cfg.actor_hidden, critic_hidden, cfg.activation,
+            learn_std=kind == "policyflow", log_std_init=cfg.log_std_init,
+        )
+    if kind == "flow":
+        return flow.FlowPolicy(network, action_dim, cfg.flow_steps, cfg.n_mc, cfg.fpo_loss, cfg.fpo_ratio)
+    return flow.PolicyFlowPolicy(network, action_dim, cfg.flow_steps, cfg.n_mc, cfg.brownian_ref)
 
 
 def _env_options(cfg: Config) -> dict:
@@ -117,6 +139,13 @@ def check_env(cfg: Config) -> envs_lib.EnvSpec:
 
 def _policy_kind(cfg: Config, spec: envs_lib.EnvSpec) -> str:
     discrete = isinstance(spec.action_space, envs_lib.Discrete)
+    if cfg.policy != "auto":
+        if discrete:
+            raise ConfigError(
+                f"policy={cfg.policy!r} needs a continuous action space, but env {spec.name!r} is discrete "
+                f"({spec.action_space.n} actions); allowed here: 'auto'"
+            )
+        return cfg.policy
     kind = cfg.distribution
     if kind == "auto":
         kind = "categorical" if discrete else "gaussian"
@@ -154,13 +183,17 @@ class Trainer:
         return self.config.num_updates
 
 
-def make_train(cfg: Config, policy=None, network=None, surrogate=None, axis_name=None, num_shards: int = 1) -> Trainer:
+def make_train(
+    cfg: Config, policy=None, network=None, surrogate=None, init_params=None, axis_name=None, num_shards: int = 1
+) -> Trainer:
     """Build the pure training functions for ``cfg`` (validated here, before any compile).
 
     ``policy``: a policy family (see :mod:`prpo.policies`); ``network``: a Flax module for the
     default family. Both default from the config and the env's action space. ``surrogate``:
     any ``f(log_ratio, adv, hp) -> (per-sample loss, diagnostics)``; defaults to
-    ``SURROGATES[cfg.objective]``.
+    ``SURROGATES[cfg.objective]``. ``init_params``: start from these parameters instead of
+    ``policy.init`` (e.g. a pretrained denoiser for DPPO fine-tuning,
+    :func:`prpo.diffusion.finetune_params`).
 
     ``axis_name``/``num_shards``: build the *per-device* functions of a data-parallel run, to be
     called inside ``jax.shard_map`` over a mesh axis ``axis_name`` of ``num_shards`` devices
@@ -212,7 +245,7 @@ def make_train(cfg: Config, policy=None, network=None, surrogate=None, axis_name
         k_params, k_env, k_state = jax.random.split(key, 3)
         ids = env_ids()
         env_state, obs = env.reset(k_env if ids is None else jax.vmap(jax.random.fold_in, (None, 0))(k_env, ids))
-        params = policy.init(k_params, obs)
+        params = policy.init(k_params, obs) if init_params is None else init_params
         opt_state = make_optimizer(cfg, hp, num_updates).init(params)
         return TrainState(
             params=params,

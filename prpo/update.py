@@ -134,11 +134,27 @@ def make_loss(cfg, policy, surrogate: Surrogate, axis_name=None):
     ``progress`` is the fraction of updates done before this one (used by KL schedules).
     ``axis_name``: the minibatch is one device's shard (inside ``jax.shard_map``); per-minibatch
     advantage normalisation then uses the statistics of the global minibatch.
+    A family's ``log_ratio`` may return several log-ratios per action (``[B, K]``); each is a
+    sample of the surrogate, with the action's advantage broadcast. Optional ``extras`` keys:
+    ``adv_weight`` (multiplies the advantages, broadcast against the log-ratio), ``clip_eps``
+    (replaces ``hp.clip_eps``, e.g. a per-denoising-step clip schedule) and ``penalty`` (a
+    per-sample loss term added as is). A family with ``needs_hp = True`` is passed ``hp=``.
     """
 
     def loss_fn(params, mb: Batch, hp, key, progress=0.0):
-        log_ratio, extra = policy.log_ratio(params, mb.obs, mb.action, mb.aux, key)
+        if getattr(policy, "needs_hp", False):  # families with traced hyperparameters of their own
+            log_ratio, extra = policy.log_ratio(params, mb.obs, mb.action, mb.aux, key, hp=hp)
+        else:
+            log_ratio, extra = policy.log_ratio(params, mb.obs, mb.action, mb.aux, key)
         adv = normalize(mb.advantages, axis_name=axis_name) if cfg.adv_norm == "minibatch" else mb.advantages
+        # several ratios per action ([B, K]: DPPO's denoising steps, FPO's per-pair ratios): each
+        # is its own sample; the action's advantage is broadcast, optionally weighted per ratio
+        # (extra["adv_weight"]) and clipped with a per-ratio ε (extra["clip_eps"])
+        adv = adv.reshape(adv.shape + (1,) * (log_ratio.ndim - adv.ndim))
+        if "adv_weight" in extra:
+            adv = adv * extra["adv_weight"]
+        if "clip_eps" in extra:
+            hp = hp.replace(clip_eps=extra["clip_eps"])
         if getattr(surrogate, "needs_context", False):
             ctx = {**extra, "returns": mb.returns, "old_value": mb.aux["value"], "aux": mb.aux}
             pg_loss, _ = surrogate(log_ratio, adv, hp, ctx)
@@ -154,6 +170,8 @@ def make_loss(cfg, policy, surrogate: Surrogate, axis_name=None):
         if cfg.kl_schedule != "none":
             kl_loss = regularizers.kl_penalty(extra["kl"], kl_coefficient(cfg, hp, progress)).mean()
             loss = loss + kl_loss
+        if "penalty" in extra:  # a family's own regulariser, already weighted (PolicyFlow's Brownian term)
+            loss = loss + extra["penalty"].mean()
         diag = objectives.ratio_diagnostics(log_ratio, hp.clip_eps)
         metrics = {
             "loss": loss,
@@ -167,6 +185,8 @@ def make_loss(cfg, policy, surrogate: Surrogate, axis_name=None):
         }
         if cfg.kl_schedule != "none":
             metrics["kl_old"] = extra["kl"].mean()
+        if "penalty" in extra:
+            metrics["penalty"] = extra["penalty"].mean()
         return loss, metrics
 
     return loss_fn
