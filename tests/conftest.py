@@ -8,3 +8,9 @@ import os
 flags = os.environ.get("XLA_FLAGS", "")
 if "xla_cpu_multi_thread_eigen" not in flags:
     os.environ["XLA_FLAGS"] = (flags + " --xla_cpu_multi_thread_eigen=false").strip()
+
+# The same wedge was then seen with single-threaded Eigen: every thread idle while the main thread
+# waited for an async-dispatched computation's buffers (two pytest workers at once, in
+# run_experiment's init). Running CPU computations inline, without async dispatch, removes that
+# path; it only applies to single-device computations.
+os.environ.setdefault("JAX_CPU_ENABLE_ASYNC_DISPATCH", "false")
