@@ -13,4 +13,6 @@ if "xla_cpu_multi_thread_eigen" not in flags:
 # waited for an async-dispatched computation's buffers (two pytest workers at once, in
 # run_experiment's init). Running CPU computations inline, without async dispatch, removes that
 # path; it only applies to single-device computations.
-os.environ.setdefault("JAX_CPU_ENABLE_ASYNC_DISPATCH", "false")
+import jax  # noqa: E402  (after XLA_FLAGS; the CPU client is created later, on first use)
+
+jax.config.update("jax_cpu_enable_async_dispatch", False)
