@@ -9,7 +9,7 @@ the time between acting and learning. ``--max-envs`` fits memory = a + b·num_en
 compiles and reports the largest power-of-two num_envs that fits the device, then runs it.
 
     python benchmarks/scaling.py --cases cartpole-65536,cartpole-1m,brax-ant --devices 1,2 --breakdown
-    python benchmarks/scaling.py --cases cartpole-1m --devices 1 --max-envs --out results/max-envs.json
+    python benchmarks/scaling.py --cases cartpole-1m --devices 0 --max-envs --out results/max-envs.json
     python benchmarks/scaling.py --profile /tmp/trace --cases cartpole-1m --devices 1   # jax.profiler trace
     python benchmarks/scaling.py --quick        # CPU smoke test with 2 fake devices (not a measurement)
 
@@ -36,6 +36,8 @@ def _parse():
     ap.add_argument("--brax-backend", default="positional")
     ap.add_argument("--breakdown", action="store_true", help="also time the rollout alone")
     ap.add_argument("--max-envs", action="store_true", help="find the largest num_envs that fits (one device)")
+    ap.add_argument("--mem-headroom", type=float, default=0.9,
+                    help="--max-envs: fraction of the device's allocator limit the prediction may fill")
     ap.add_argument("--profile", default=None, metavar="DIR", help="write a jax.profiler trace of one timed call")
     ap.add_argument("--quick", action="store_true", help="tiny sizes, 2 fake CPU devices: a smoke test")
     ap.add_argument("--fake-cpu-devices", type=int, default=None, help="XLA host device count (CPU runs)")
@@ -184,22 +186,28 @@ def max_envs(name):
     a = mems[0] - b * sizes[0]
     row = {"case": name, "max_envs_fit": {"bytes_fixed": a, "bytes_per_env": b, "bytes_limit": limit}}
     if limit:
-        n = 2 ** int(math.floor(math.log2(max((0.9 * limit - a) / b, 1))))
-        row["max_envs_fit"]["num_envs"] = n
-        try:
-            cfg = cfg0.replace(num_envs=n, total_timesteps=n * cfg0.num_steps * 2)
-            trainer = make_train(cfg)
-            t = time.perf_counter()
-            state, metrics = jax.block_until_ready(jax.jit(trainer.train)(jax.random.key(0), cfg.hp))
-            row["max_envs_fit"].update(ran=True, wall_s=time.perf_counter() - t,
-                                       peak_bytes_in_use=_memory_stats().get("peak_bytes_in_use"))
-        except Exception as e:  # out of memory: report it
-            row["max_envs_fit"].update(ran=False, error=str(e).splitlines()[0][:300])
+        n = 2 ** int(math.floor(math.log2(max((ARGS.mem_headroom * limit - a) / b, 1))))
+        row["max_envs_fit"]["predicted_num_envs"] = n
+        for attempt in range(3):  # the prediction, then halve on out-of-memory
+            row["max_envs_fit"]["num_envs"] = n
+            try:
+                cfg = cfg0.replace(num_envs=n, total_timesteps=n * cfg0.num_steps * 2)
+                trainer = make_train(cfg)
+                t = time.perf_counter()
+                state, metrics = jax.block_until_ready(jax.jit(trainer.train)(jax.random.key(0), cfg.hp))
+                row["max_envs_fit"].update(ran=True, wall_s=time.perf_counter() - t, bytes_per_env_measured=
+                                           (_memory_stats().get("peak_bytes_in_use") or 0) / n,
+                                           peak_bytes_in_use=_memory_stats().get("peak_bytes_in_use"))
+                break
+            except Exception as e:  # out of memory: report it and try half
+                row["max_envs_fit"].setdefault("failed", []).append({"num_envs": n, "error": str(e).splitlines()[0][:300]})
+                row["max_envs_fit"]["ran"] = False
+                n //= 2
     return row
 
 
 def main():
-    devices = [int(d) for d in ARGS.devices.split(",")]
+    devices = [int(d) for d in ARGS.devices.split(",") if int(d) > 0]  # --devices 0: only --max-envs
     rows = []
     for name in ARGS.cases.split(","):
         if ARGS.max_envs:
