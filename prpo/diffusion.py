@@ -36,7 +36,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from prpo.networks import ACTIVATIONS, MLP
+from prpo.networks import ACTIVATIONS, MLP, orthogonal
 
 __all__ = [
     "cosine_beta_schedule",
@@ -128,7 +128,7 @@ class Critic(nn.Module):
     def __call__(self, obs):
         o = obs.reshape(obs.shape[: obs.ndim - self.obs_ndim] + (-1,)).astype(jnp.float32)
         h = MLP(tuple(self.hidden), self.activation)(o)
-        return nn.Dense(1, kernel_init=nn.initializers.orthogonal(1.0))(h)[..., 0]
+        return nn.Dense(1, kernel_init=orthogonal(1.0))(h)[..., 0]
 
 
 def gaussian_log_prob(x, mean, std, clamp: tuple[float, float] | None = (-5.0, 2.0), reduce: str = "mean"):

@@ -39,7 +39,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from prpo.networks import ACTIVATIONS, MLP
+from prpo.networks import ACTIVATIONS, MLP, orthogonal
 from prpo.regularizers import brownian_penalty
 
 __all__ = [
@@ -83,7 +83,7 @@ class VelocityActorCritic(nn.Module):
         self.vel_torso = MLP(tuple(self.actor_hidden), self.activation)
         self.vel_head = nn.Dense(self.action_dim, kernel_init=nn.initializers.lecun_normal(), name="vel_head")
         self.critic_torso = MLP(tuple(self.critic_hidden), self.activation)
-        self.value_head = nn.Dense(1, kernel_init=nn.initializers.orthogonal(1.0), name="value_head")
+        self.value_head = nn.Dense(1, kernel_init=orthogonal(1.0), name="value_head")
         if self.learn_std:
             self.log_std = self.param("log_std", nn.initializers.constant(self.log_std_init), (self.action_dim,))
 
@@ -112,6 +112,49 @@ class VelocityActorCritic(nn.Module):
         return out
 
 
+@dataclasses.dataclass(frozen=True)
+class _VelocityFamily:
+    """What FPO's and PolicyFlow's families share: a :class:`VelocityActorCritic`, its velocity
+    and value, and a ``flow_steps``-step Euler integrator; subclasses set the direction."""
+
+    network: nn.Module
+    action_dim: int
+    flow_steps: int = 10
+    n_mc: int = 8
+
+    #: ``True``: integrate from ``t = 1`` to ``t = 0`` (``x ← x − dt·v``, FPO); ``False``: from
+    #: ``t = 0`` to ``t = 1`` (``x ← x + dt·v``, PolicyFlow)
+    reverse_time = True
+
+    def init(self, key, obs):
+        x = jnp.zeros(obs.shape[:1] + (self.action_dim,), jnp.float32)
+        return self.network.init(key, obs, x, jnp.zeros(obs.shape[:1], jnp.float32))
+
+    def velocity(self, params, obs, x, t):
+        return self.network.apply(params, obs, x, t, method="velocity")
+
+    def value(self, params, obs):
+        return self.network.apply(params, obs, method="value")
+
+    def integrate(self, params, obs, x):
+        """Euler over ``flow_steps`` steps of ``dt = 1/flow_steps`` in the family's direction."""
+        dt = 1.0 / self.flow_steps
+
+        def step(x, i):
+            if self.reverse_time:
+                t = jnp.full(x.shape[:-1], 1.0 - i * dt, x.dtype)
+                return x - dt * self.velocity(params, obs, x, t), None
+            t = jnp.full(x.shape[:-1], i * dt, x.dtype)
+            return x + dt * self.velocity(params, obs, x, t), None
+
+        x, _ = jax.lax.scan(step, x, jnp.arange(self.flow_steps, dtype=jnp.float32))
+        return x
+
+    def mode(self, params, obs):
+        """The deterministic action: the flow integrated from zero noise (our choice)."""
+        return self.integrate(params, obs, jnp.zeros(obs.shape[:1] + (self.action_dim,), jnp.float32))
+
+
 # -- FPO ------------------------------------------------------------------------------------
 
 def cfm_loss(velocity: jax.Array, x_t: jax.Array, t: jax.Array, eps: jax.Array, action: jax.Array, kind: str = "eps_mse"):
@@ -129,53 +172,34 @@ def cfm_loss(velocity: jax.Array, x_t: jax.Array, t: jax.Array, eps: jax.Array, 
     return jnp.mean(jnp.square(err), axis=-1)
 
 
-def fpo_log_ratio(loss_old: jax.Array, loss_new: jax.Array, kind: str = "mean_exp") -> jax.Array:
+def fpo_log_ratio(loss_old: jax.Array, loss_new: jax.Array, kind: str = "mean_exp", clamp: float | None = None) -> jax.Array:
     """FPO log-ratio from per-pair CFM losses ``[B, N]``: ``mean ℓ_old − mean ℓ_new`` ``[B]``
-    (``"mean_exp"``) or ``ℓ_old − ℓ_new`` ``[B, N]`` (``"per_sample_clip"``)."""
+    (``"mean_exp"``) or ``ℓ_old − ℓ_new`` ``[B, N]`` (``"per_sample_clip"``), clipped to
+    ``[−clamp, clamp]`` when ``clamp`` is given (zero gradient outside: such a sample is far beyond
+    any PPO clip range, and ``exp`` of an unbounded loss difference can overflow)."""
     if kind == "mean_exp":
-        return loss_old.mean(-1) - loss_new.mean(-1)
-    if kind == "per_sample_clip":
-        return loss_old - loss_new
-    raise ValueError(f"fpo_ratio={kind!r}; allowed: 'mean_exp', 'per_sample_clip'")
+        log_ratio = loss_old.mean(-1) - loss_new.mean(-1)
+    elif kind == "per_sample_clip":
+        log_ratio = loss_old - loss_new
+    else:
+        raise ValueError(f"fpo_ratio={kind!r}; allowed: 'mean_exp', 'per_sample_clip'")
+    return log_ratio if clamp is None else jnp.clip(log_ratio, -clamp, clamp)
 
 
 @dataclasses.dataclass(frozen=True)
-class FlowPolicy:
+class FlowPolicy(_VelocityFamily):
     """Flow-matching policy family with the FPO ratio (see the module docstring).
 
     ``action_dim``: flat action size. ``flow_steps``: Euler steps of the sampler. ``n_mc``:
     stored (t, ε) pairs per action. ``loss``: ``"eps_mse"`` / ``"u_mse"``. ``ratio``:
-    ``"mean_exp"`` / ``"per_sample_clip"``. ``mode`` integrates from ``x_1 = 0`` (our choice).
+    ``"mean_exp"`` / ``"per_sample_clip"``. ``log_ratio_clamp``: ``None`` (the reference) or ``c``
+    for ``log ρ ∈ [−c, c]``. ``mode`` integrates from ``x_1 = 0`` (our choice).
     Entropy is not available: ``extras["entropy"]`` is zeros (use ``ent_coef = 0``).
     """
 
-    network: nn.Module
-    action_dim: int
-    flow_steps: int = 10
-    n_mc: int = 8
     loss: str = "eps_mse"
     ratio: str = "mean_exp"
-
-    def init(self, key, obs):
-        x = jnp.zeros(obs.shape[:1] + (self.action_dim,), jnp.float32)
-        return self.network.init(key, obs, x, jnp.zeros(obs.shape[:1], jnp.float32))
-
-    def velocity(self, params, obs, x, t):
-        return self.network.apply(params, obs, x, t, method="velocity")
-
-    def value(self, params, obs):
-        return self.network.apply(params, obs, method="value")
-
-    def integrate(self, params, obs, x1):
-        """Euler from ``t = 1`` to ``t = 0``: ``x ← x − dt·v(s, x, t)``, ``dt = 1/flow_steps``."""
-        dt = 1.0 / self.flow_steps
-
-        def step(x, i):
-            t = jnp.full(x.shape[:-1], 1.0 - i * dt, x.dtype)
-            return x - dt * self.velocity(params, obs, x, t), None
-
-        x, _ = jax.lax.scan(step, x1, jnp.arange(self.flow_steps, dtype=jnp.float32))
-        return x
+    log_ratio_clamp: float | None = None
 
     def sample(self, params, obs, key):
         x1 = jax.random.normal(key, obs.shape[:1] + (self.action_dim,), jnp.float32)
@@ -204,7 +228,7 @@ class FlowPolicy:
 
     def log_ratio(self, params, obs, action, aux, key=None):
         loss = self.losses(params, obs, action, aux["t"], aux["eps"])
-        log_ratio = fpo_log_ratio(aux["cfm_loss"], loss, self.ratio)
+        log_ratio = fpo_log_ratio(aux["cfm_loss"], loss, self.ratio, self.log_ratio_clamp)
         value = self.value(params, obs)
         extras = {
             "entropy": jnp.zeros_like(value),
@@ -213,9 +237,6 @@ class FlowPolicy:
             "cfm_loss": loss.mean(-1),
         }
         return log_ratio, extras
-
-    def mode(self, params, obs):
-        return self.integrate(params, obs, jnp.zeros(obs.shape[:1] + (self.action_dim,), jnp.float32))
 
 
 # -- PolicyFlow -----------------------------------------------------------------------------
@@ -232,39 +253,16 @@ def policyflow_log_ratio(noise, dv, log_std, log_std_old):
 
 
 @dataclasses.dataclass(frozen=True)
-class PolicyFlowPolicy:
-    """PolicyFlow family (module docstring). Needs ``hp.brownian_coef`` (``needs_hp``)."""
+class PolicyFlowPolicy(_VelocityFamily):
+    """PolicyFlow family (module docstring; ``network`` is ``VelocityActorCritic(learn_std=True)``).
+    Needs ``hp.brownian_coef`` (``needs_hp``)."""
 
-    network: nn.Module  # VelocityActorCritic(learn_std=True)
-    action_dim: int
-    flow_steps: int = 10
-    n_mc: int = 8
     brownian_ref: str = "current"
     needs_hp = True
-
-    def init(self, key, obs):
-        x = jnp.zeros(obs.shape[:1] + (self.action_dim,), jnp.float32)
-        return self.network.init(key, obs, x, jnp.zeros(obs.shape[:1], jnp.float32))
-
-    def velocity(self, params, obs, x, t):
-        return self.network.apply(params, obs, x, t, method="velocity")
-
-    def value(self, params, obs):
-        return self.network.apply(params, obs, method="value")
+    reverse_time = False  # from z at t = 0 to the action at t = 1
 
     def _log_std(self, params, b):
         return jnp.broadcast_to(self.network.apply(params, method="std_param"), (b, self.action_dim))
-
-    def integrate(self, params, obs, z):
-        """Euler from ``t = 0`` to ``t = 1``: ``x ← x + dt·v(s, x, t)``."""
-        dt = 1.0 / self.flow_steps
-
-        def step(x, i):
-            t = jnp.full(x.shape[:-1], i * dt, x.dtype)
-            return x + dt * self.velocity(params, obs, x, t), None
-
-        x, _ = jax.lax.scan(step, z, jnp.arange(self.flow_steps, dtype=jnp.float32))
-        return x
 
     def _path(self, aux):
         t = aux["t"][..., None]
@@ -296,9 +294,6 @@ class PolicyFlowPolicy:
         if hp is not None:
             extras["penalty"] = hp.brownian_coef * penalty
         return log_ratio, extras
-
-    def mode(self, params, obs):
-        return self.integrate(params, obs, jnp.zeros(obs.shape[:1] + (self.action_dim,), jnp.float32))
 
 
 def make_velocity_network(action_dim, obs_ndim, actor_hidden, critic_hidden, activation, learn_std=False, log_std_init=0.0):

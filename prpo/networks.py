@@ -12,10 +12,12 @@ from __future__ import annotations
 from typing import Callable, Sequence
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 import numpy as np
+from jax import custom_batching
 
-__all__ = ["ACTIVATIONS", "MLP", "ActorCritic", "make_actor_critic"]
+__all__ = ["ACTIVATIONS", "MLP", "ActorCritic", "make_actor_critic", "orthogonal"]
 
 ACTIVATIONS: dict[str, Callable] = {
     "tanh": nn.tanh,
@@ -26,8 +28,33 @@ ACTIVATIONS: dict[str, Callable] = {
 }
 
 
-def _ortho(scale: float):
-    return nn.initializers.orthogonal(scale)
+def orthogonal(scale: float = 1.0, column_axis: int = -1):
+    """``jax.nn.initializers.orthogonal(scale, column_axis)`` whose ``vmap`` is a sequential map.
+
+    The same values as JAX's initializer for every key. Vmapped (seeds, sweeps: ``vmap(train)``),
+    JAX's version becomes one batched LAPACK QR, and on CPU jaxlib splits a batched QR over XLA's
+    intra-op thread pool and blocks a pool thread until the pieces finish. Two such QRs running
+    at once on a 2-thread pool (a 2-core machine) wait for each other forever: every thread
+    parked, the program hung in initialisation. A ``lax.map`` over the batch issues one
+    unbatched QR at a time, which never waits on the pool.
+    """
+    base = nn.initializers.orthogonal(scale, column_axis)
+
+    def init(key, shape, dtype=jnp.float32):
+        @custom_batching.custom_vmap
+        def one(k):
+            return base(k, shape, dtype)
+
+        @one.def_vmap
+        def _batched(axis_size, in_batched, k):
+            return jax.lax.map(one, k), True
+
+        return one(key)
+
+    return init
+
+
+_ortho = orthogonal
 
 
 class MLP(nn.Module):

@@ -1,18 +1,8 @@
-"""Test-session settings, applied before JAX is imported by any test module."""
+"""Test-session settings.
 
-import os
-
-# XLA's multi-threaded Eigen runtime on CPU has been seen to wedge (all pool threads parked
-# inside block_until_ready) on vmapped training graphs under load, about once in tens of runs.
-# Tests run one process per core under pytest-xdist, so single-threaded Eigen costs nothing.
-flags = os.environ.get("XLA_FLAGS", "")
-if "xla_cpu_multi_thread_eigen" not in flags:
-    os.environ["XLA_FLAGS"] = (flags + " --xla_cpu_multi_thread_eigen=false").strip()
-
-# The same wedge was then seen with single-threaded Eigen: every thread idle while the main thread
-# waited for an async-dispatched computation's buffers (two pytest workers at once, in
-# run_experiment's init). Running CPU computations inline, without async dispatch, removes that
-# path; it only applies to single-device computations.
-import jax  # noqa: E402  (after XLA_FLAGS; the CPU client is created later, on first use)
-
-jax.config.update("jax_cpu_enable_async_dispatch", False)
+Tests run with JAX's default CPU settings, as users do. (An intermittent hang of this suite on a
+2-core machine was a batched LAPACK QR in the orthogonal initializer under ``vmap``, waiting on
+XLA's intra-op thread pool from inside that pool; ``prpo.networks.orthogonal`` maps the QR over
+the batch instead, and ``test_networks.py`` checks that no batched QR is traced.) A per-test
+``timeout`` (pyproject.toml, pytest-timeout) turns any future hang into a failure with stacks.
+"""

@@ -1,11 +1,12 @@
 """Networks (orthogonal init, trunks) and policy families (act / log_ratio against NumPy)."""
 
 import jax
+import jax.extend
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from prpo.networks import make_actor_critic
+from prpo.networks import make_actor_critic, orthogonal
 from prpo.policies import CategoricalPolicy, GaussianPolicy
 
 
@@ -24,6 +25,39 @@ def test_orthogonal_init_scales():
     _orthonormal_scaled(params["policy_head"]["kernel"], 0.01)
     _orthonormal_scaled(params["value_head"]["kernel"], 1.0)
     assert np.all(np.asarray(params["actor"]["Dense_0"]["bias"]) == 0)
+
+
+def _qr_operand_ranks(jaxpr):
+    """Ranks of every QR-type primitive's operand in ``jaxpr``, sub-jaxprs (scan, map) included."""
+    ranks = []
+    for eqn in jaxpr.eqns:
+        if any(k in eqn.primitive.name for k in ("qr", "geqrf", "householder")):
+            ranks.append(eqn.invars[0].aval.ndim)
+        for sub in jax.extend.core.jaxprs_in_params(eqn.params):
+            ranks += _qr_operand_ranks(sub)
+    return ranks
+
+
+def test_orthogonal_is_jax_orthogonal_and_never_a_batched_qr():
+    """prpo's orthogonal init gives JAX's values for every key, also under nested vmap (seeds ×
+    sweep), but as one unbatched QR at a time: a batched CPU QR blocks an XLA pool thread on
+    the pool itself, and two at once hung `vmap(train)` on a 2-core machine."""
+    shapes = [(5, 7), (7, 5), (4, 3, 6), (16, 1)]
+
+    def init(key):
+        return [orthogonal(2.0)(k, s) for k, s in zip(jax.random.split(key, len(shapes)), shapes)]
+
+    keys = jax.random.split(jax.random.key(0), 6).reshape(2, 3)
+    got = jax.jit(jax.vmap(jax.vmap(init)))(keys)
+    for i, shape in enumerate(shapes):
+        ref = np.stack([np.asarray(jax.nn.initializers.orthogonal(2.0)(jax.random.split(k, len(shapes))[i], shape))
+                        for k in keys.reshape(-1)])
+        np.testing.assert_array_equal(np.asarray(got[i]).reshape(ref.shape), ref)
+    ranks = _qr_operand_ranks(jax.make_jaxpr(jax.vmap(jax.vmap(init)))(keys).jaxpr)
+    assert ranks and all(r == 2 for r in ranks), ranks
+    # JAX's own initializer would batch it (what the test guards against)
+    plain = jax.make_jaxpr(jax.vmap(lambda k: jax.nn.initializers.orthogonal()(k, (5, 7))))(keys[0]).jaxpr
+    assert max(_qr_operand_ranks(plain)) == 3
 
 
 def test_shared_vs_separate_trunk():
