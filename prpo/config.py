@@ -148,6 +148,9 @@ class Config:
     n_mc: int = 8  # stored (t, ε) pairs per action (flow) / path times per action (policyflow)
     fpo_loss: str = "eps_mse"  # FPO per-pair CFM loss: eps_mse (reference) or u_mse
     fpo_ratio: str = "mean_exp"  # exp(mean ℓ_old − mean ℓ_new) (reference) or one clipped ratio per pair
+    # FPO log-ratio clamp c: log ρ = clip(ℓ_old − ℓ_new, −c, c); None = no clamp (the reference). CFM-loss
+    # differences are not log-likelihood ratios and can overflow exp (a non-finite loss on Brax halfcheetah)
+    fpo_log_ratio_clamp: float | None = None
     brownian_ref: str = "current"  # PolicyFlow η_t: current velocity (spec) or the frozen rollout one
     diffusion_steps: int = 20  # DPPO denoising steps K
     finetune_steps: int | None = None  # DPPO fine-tuned (last) steps K′; None = all K
@@ -239,6 +242,9 @@ class Config:
                 f"ddim_eval_steps must be an integer in [0, diffusion_steps={self.diffusion_steps}] "
                 f"(0 = deterministic DDPM means), got {self.ddim_eval_steps!r}"
             )
+        c = self.fpo_log_ratio_clamp
+        if c is not None and not (isinstance(c, (int, float)) and not isinstance(c, bool) and math.isfinite(c) and c > 0):
+            raise ConfigError(f"fpo_log_ratio_clamp must be None (no clamp) or a number > 0, got {c!r}")
         for name in ("sigma_min_sample", "sigma_min_prob"):
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):

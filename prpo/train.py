@@ -108,7 +108,8 @@ def _generative_policy(cfg: Config, spec: envs_lib.EnvSpec, kind: str, network=N
             learn_std=kind == "policyflow", log_std_init=cfg.log_std_init,
         )
     if kind == "flow":
-        return flow.FlowPolicy(network, action_dim, cfg.flow_steps, cfg.n_mc, cfg.fpo_loss, cfg.fpo_ratio)
+        return flow.FlowPolicy(network, action_dim, cfg.flow_steps, cfg.n_mc, cfg.fpo_loss, cfg.fpo_ratio,
+                               cfg.fpo_log_ratio_clamp)
     return flow.PolicyFlowPolicy(network, action_dim, cfg.flow_steps, cfg.n_mc, cfg.brownian_ref)
 
 

@@ -114,6 +114,25 @@ def test_fpo_ratio_is_one_at_rollout_params(ratio):
     np.testing.assert_allclose(lr2, ref, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("jit", [False, True])
+def test_fpo_log_ratio_clamp(jit):
+    """``fpo_log_ratio_clamp``: log ρ = clip(ℓ_old − ℓ_new, −c, c), no gradient outside; an
+    overflowing difference stays finite. ``None`` leaves it unclamped."""
+    old = jnp.array([[0.1, 0.3], [50.0, 150.0], [0.0, 0.0]])
+    new = jnp.array([[0.2, 0.1], [0.0, 0.0], [2.0, 10.0]])
+    f = (lambda o, n, c: flow.fpo_log_ratio(o, n, "mean_exp", c))
+    f = jax.jit(f, static_argnums=2) if jit else f
+    np.testing.assert_allclose(f(old, new, None), [0.05, 100.0, -6.0], rtol=1e-6)
+    np.testing.assert_allclose(f(old, new, 3.0), [0.05, 3.0, -3.0], rtol=1e-6)
+    with np.errstate(over="ignore"):
+        assert np.isinf(np.exp(np.float32(f(old, new, None)[1])))  # what the clamp prevents
+    g = jax.grad(lambda n: f(old, n, 3.0).sum())(new)
+    np.testing.assert_allclose(g, [[-0.5, -0.5], [0.0, 0.0], [0.0, 0.0]])
+    with pytest.raises(ConfigError, match="fpo_log_ratio_clamp"):
+        algorithms.get("fpo").config("Pendulum-v1", fpo_log_ratio_clamp=-1.0)
+    assert algorithms.get("fpo").config("Pendulum-v1", fpo_log_ratio_clamp="3").fpo_log_ratio_clamp == 3.0
+
+
 def _step(pol, params, obs, action, aux, adv, cfg, lr=3e-3):
     batch = Batch(obs=obs, action=action, aux=aux, advantages=adv, returns=aux["value"])
     loss_fn = make_loss(cfg, pol, lambda lr_, a, hp: (-jnp.exp(lr_) * a, {}))  # plain r·A surrogate
