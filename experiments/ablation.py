@@ -129,15 +129,17 @@ def plot(rows, path) -> None:
     import matplotlib.pyplot as plt
 
     envs = list(dict.fromkeys(r["env"] for r in rows))
+    name = lambda r: r["algo"] + ("" if not r["setting"] else " " + ",".join(f"{k}={v:g}" for k, v in r["setting"].items()))  # noqa: E731
+    colors = {lab: f"C{i % 10}" for i, lab in enumerate(dict.fromkeys(name(r) for r in rows))}  # same colour in every panel
     fig, axes = plt.subplots(2, len(envs), figsize=(4.5 * len(envs), 6.5), squeeze=False)
     for j, env in enumerate(envs):
         for r in (r for r in rows if r["env"] == env):
-            label = r["algo"] + ("" if not r["setting"] else " " + ",".join(f"{k}={v:g}" for k, v in r["setting"].items()))
+            label = name(r)
             x = np.asarray(r["curve_steps"])
             y, e = np.asarray(r["curve_return"]), np.asarray(r["curve_return_stderr"])
-            axes[0, j].plot(x, y, label=label)
-            axes[0, j].fill_between(x, y - e, y + e, alpha=0.2)
-            axes[1, j].plot(x, r["curve_ratio_dev"], label=label)
+            axes[0, j].plot(x, y, label=label, color=colors[label])
+            axes[0, j].fill_between(x, y - e, y + e, alpha=0.2, color=colors[label])
+            axes[1, j].plot(x, r["curve_ratio_dev"], label=label, color=colors[label])
         axes[0, j].set_title(env)
         axes[0, j].set_ylabel("episode return")
         axes[1, j].set_ylabel("mean |r − 1|")
@@ -161,6 +163,9 @@ def main(argv=None) -> int:
     p.add_argument("--out", default="experiments/results/ablation", help="output folder")
     p.add_argument("--eval", action="store_true", help="also evaluate each final policy (deterministic, 1 episode per env)")
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--merge", nargs="+", metavar="DIR[:LABEL]", default=None,
+                   help="no training: merge earlier OUT folders' results.json into --out (table and curves); "
+                        "LABEL is appended to each algorithm name of that folder, e.g. runs/hopper-clamp:clamp3")
     args = p.parse_args(argv)
     command = "python experiments/ablation.py " + " ".join(argv if argv is not None else sys.argv[1:])
 
@@ -174,6 +179,20 @@ def main(argv=None) -> int:
             plot(rows, os.path.join(args.out, "curves.png"))
         except ImportError:
             print("matplotlib is not installed: no curves.png (pip install matplotlib)", file=sys.stderr)
+
+    if args.merge:
+        rows, commands = [], []
+        for item in args.merge:
+            folder, _, label = item.partition(":")
+            with open(os.path.join(folder, "results.json")) as f:
+                data = json.load(f)
+            commands.append(data["command"])
+            for r in data["rows"]:
+                rows.append({**r, "algo": r["algo"] + (f" ({label})" if label else "")})
+        command = " ; ".join(commands)
+        save(rows)
+        print(markdown(rows, command))
+        return 0
 
     try:
         for a in args.algos:
