@@ -3,9 +3,12 @@
 ``MultiGoal2D`` — a one-step 2-D goal bandit with ``num_goals`` equally good, separated optima:
 the observation is a constant, the action ``a ∈ [−2, 2]²`` is paid
 
-    r(a) = max_g exp(−‖a − g‖² / (2·width²)),   goals g on the unit circle (angles 2πk/num_goals)
+    r(a) = max_g exp(−max(0, ‖a − g‖ − flat)² / (2·width²)),   goals g on the unit circle (angles 2πk/num_goals)
 
-and the episode terminates. Every goal is an optimum with reward 1; between goals the reward is
+and the episode terminates. ``MultiGoal2D`` has ``flat = 0`` (a Gaussian bump per goal, width
+0.3); ``MultiGoal2D-flat`` pays the full reward 1 anywhere within ``flat = 0.25`` of a goal
+(width 0.1 outside), so a policy whose samples all land inside both discs gets zero advantages
+and nothing left to pull one mode into the other. Every goal is an optimum with reward 1; between goals the reward is
 ≈ 0. A Gaussian policy can only cover one goal well and has to pick a mode; a flow or diffusion
 policy can keep all of them (``experiments/multimodal.py``, ``tests/test_multimodal.py``).
 """
@@ -32,6 +35,7 @@ class EnvState(environment.EnvState):
 class EnvParams(environment.EnvParams):
     num_goals: int = 2
     width: float = 0.3
+    flat: float = 0.0
     max_steps_in_episode: int = 1
 
 
@@ -53,6 +57,7 @@ class MultiGoal2D(environment.Environment[EnvState, EnvParams]):
         ang = 2 * jnp.pi * jnp.arange(params.num_goals) / params.num_goals
         g = jnp.stack([jnp.cos(ang), jnp.sin(ang)], axis=-1)
         d2 = jnp.sum(jnp.square(a - g), axis=-1)
+        d2 = jnp.where(params.flat > 0, jnp.square(jnp.maximum(jnp.sqrt(d2) - params.flat, 0.0)), d2)
         reward = jnp.max(jnp.exp(-d2 / (2 * params.width**2)))
         state = EnvState(time=state.time + 1)
         return self.get_obs(state), state, reward, jnp.array(True), {}
@@ -79,7 +84,10 @@ class MultiGoal2D(environment.Environment[EnvState, EnvParams]):
 
 
 #: name -> constructor returning ``(env, default_params)`` like ``gymnax.make``
-TOY_ENVS = {"MultiGoal2D": lambda **kw: (MultiGoal2D(**kw), MultiGoal2D(**kw).default_params)}
+TOY_ENVS = {
+    "MultiGoal2D": lambda **kw: (MultiGoal2D(**kw), MultiGoal2D(**kw).default_params),
+    "MultiGoal2D-flat": lambda **kw: (MultiGoal2D(**kw), EnvParams(width=0.1, flat=0.25)),
+}
 
 
 def mode_fractions(actions, num_goals: int = 2, radius: float = 0.5) -> np.ndarray:

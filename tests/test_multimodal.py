@@ -29,6 +29,11 @@ def test_multigoal_env_rewards_and_registry():
     _, ts4 = env4.step(s4, jnp.array([[0.0, -1.0]]), jax.random.key(1))
     np.testing.assert_allclose(ts4.reward, 1.0, rtol=1e-6)
     np.testing.assert_allclose(goals(4), [[1, 0], [0, 1], [-1, 0], [0, -1]], atol=1e-12)
+    # the flat-top variant: reward 1 within 0.25 of a goal, Gaussian fall-off (width 0.1) beyond
+    envf = envs.make_env("MultiGoal2D-flat", 4)
+    sf, _ = envf.reset(jax.random.key(0))
+    _, tsf = envf.step(sf, jnp.array([[0.8, 0.0], [-1.0, 0.24], [1.35, 0.0], [0.0, 0.0]]), jax.random.key(1))
+    np.testing.assert_allclose(tsf.reward, [1.0, 1.0, np.exp(-0.5), np.exp(-0.75**2 / 0.02)], rtol=1e-4)
 
 
 def test_mode_fractions():
