@@ -555,7 +555,7 @@ def default_preset_name(algo: str, env: str) -> str:
         raise
     except ValueError as e:
         raise ConfigError(str(e)) from None
-    if family == "brax":
+    if family in ("brax", "playground"):  # MuJoCo continuous control: the Brax presets (FPO's are Playground's)
         kind = "brax"
     elif env.endswith("-MinAtar"):
         kind = "minatar"

@@ -33,6 +33,11 @@ brax (``ant``, ``hopper``, ... or ``brax/ant``)
     (default "mjx"), ``episode_length`` (default 1000; ``max_episode_steps`` is
     an alias), ``auto_reset`` in {"cached", "fresh"} (default "cached"),
     ``env_kwargs`` (dict passed to the brax env constructor, e.g. ``n_frames``).
+MuJoCo Playground (``playground/<Name>``, e.g. ``playground/CheetahRun``; needs the optional
+``playground`` package) with its JAX MJX implementation (``impl="jax"``)
+    options: ``episode_length`` (default: the env's config, 1000 for DM Control), ``auto_reset``
+    and ``env_kwargs`` (dict of ``config_overrides``) as for brax. Playground's own wrappers are not
+    used: the time limit, truncation and auto-reset are prpo's (the same code as brax's).
 """
 
 from __future__ import annotations
@@ -70,6 +75,8 @@ BRAX_AUTO_RESET = ("cached", "fresh")
 _COMMON_OPTIONS = ("max_episode_steps",)
 _GYMNAX_OPTIONS = _COMMON_OPTIONS + ("env_params", "env_kwargs")
 _BRAX_OPTIONS = _COMMON_OPTIONS + ("backend", "episode_length", "auto_reset", "env_kwargs")
+_PLAYGROUND_OPTIONS = _COMMON_OPTIONS + ("episode_length", "auto_reset", "env_kwargs")
+PLAYGROUND_PREFIX = "playground/"
 
 
 # --------------------------------------------------------------------------- spaces / spec
@@ -181,9 +188,25 @@ def _brax_names() -> list[str]:
     return sorted(brax_envs._envs)  # the (only) brax registry
 
 
+def _playground_names() -> list[str]:
+    """DM Control suite and locomotion names of MuJoCo Playground (``[]`` when not installed)."""
+    try:
+        from mujoco_playground import registry
+    except ImportError:
+        raise ValueError(
+            "MuJoCo Playground envs need the optional 'playground' package: pip install playground"
+        ) from None
+    return sorted(registry.dm_control_suite.ALL_ENVS) + sorted(registry.locomotion.ALL_ENVS)
+
+
 def list_envs() -> dict[str, list[str]]:
-    """Available environment names by backend family."""
-    return {"gymnax": _gymnax_names(), "brax": _brax_names()}
+    """Available environment names by backend family (MuJoCo Playground's as ``playground/<Name>``, when installed)."""
+    out = {"gymnax": _gymnax_names(), "brax": _brax_names()}
+    try:
+        out["playground"] = [PLAYGROUND_PREFIX + n for n in _playground_names()]
+    except ValueError:
+        pass
+    return out
 
 
 def _unknown_env(name: str) -> ValueError:
@@ -214,6 +237,14 @@ def _resolve(name: str) -> tuple[str, str]:
         if bare in _brax_names():
             return "brax", bare
         raise _unknown_env(name)
+    if name.startswith(PLAYGROUND_PREFIX):
+        bare = name[len(PLAYGROUND_PREFIX):]
+        names = _playground_names()
+        if bare in names:
+            return "playground", bare
+        close = difflib.get_close_matches(bare, names, n=3, cutoff=0.5)
+        hint = f" Did you mean {', '.join(repr(PLAYGROUND_PREFIX + c) for c in close)}?" if close else ""
+        raise ValueError(f"Unknown MuJoCo Playground environment {bare!r}.{hint} Available: {names}.")
     if name in _gymnax_names():
         return "gymnax", name
     if name in _brax_names():
@@ -222,7 +253,7 @@ def _resolve(name: str) -> tuple[str, str]:
 
 
 def env_family(name: str) -> str:
-    """Backend family (``"gymnax"`` or ``"brax"``) of an env name; ValueError if unknown."""
+    """Backend family (``"gymnax"``, ``"brax"`` or ``"playground"``) of an env name; ValueError if unknown."""
     return _resolve(name)[0]
 
 
@@ -234,7 +265,7 @@ def _positive_int(option: str, value: Any) -> int:
 
 def _normalize_options(family: str, name: str, options: dict) -> tuple:
     """Validate options, fill defaults; returns a hashable sorted tuple."""
-    allowed = _GYMNAX_OPTIONS if family == "gymnax" else _BRAX_OPTIONS
+    allowed = {"gymnax": _GYMNAX_OPTIONS, "brax": _BRAX_OPTIONS, "playground": _PLAYGROUND_OPTIONS}[family]
     bad = sorted(set(options) - set(allowed))
     if bad:
         hint = ""
@@ -255,8 +286,8 @@ def _normalize_options(family: str, name: str, options: dict) -> tuple:
                     raise ValueError(f"option {k!r} must be a dict, got {type(v).__name__}")
                 out[k] = _freeze(v)
     else:
-        backend = options.get("backend") or "mjx"  # None -> default
-        if backend not in BRAX_BACKENDS:
+        backend = options.get("backend") or "mjx"  # None -> default (brax)
+        if family == "brax" and backend not in BRAX_BACKENDS:
             raise ValueError(
                 f"Invalid option backend={backend!r} for brax env {name!r}; "
                 f"allowed values: {list(BRAX_BACKENDS)}."
@@ -275,15 +306,20 @@ def _normalize_options(family: str, name: str, options: dict) -> tuple:
                 "disagree (they are aliases for brax envs)."
             )
         length = ep_len if ep_len is not None else (max_steps if max_steps is not None else 1000)
-        out["backend"] = backend
+        if family == "playground" and ep_len is None and max_steps is None:
+            length = int(_playground_env(name, _freeze(options.get("env_kwargs") or {}) or None)[1])
+        if family == "brax":
+            out["backend"] = backend
         out["auto_reset"] = auto_reset
         out["episode_length"] = _positive_int("episode_length", length)
         v = options.get("env_kwargs")
         if v is not None:
             if not isinstance(v, dict):
                 raise ValueError(f"option 'env_kwargs' must be a dict, got {type(v).__name__}")
-            if "backend" in v:
+            if family == "brax" and "backend" in v:
                 raise ValueError("pass 'backend' as a top-level option, not inside env_kwargs")
+            if family == "playground" and "impl" in v:
+                raise ValueError("playground envs run with impl='jax' (JAX MJX); 'impl' cannot be overridden")
             out["env_kwargs"] = _freeze(v)
     return tuple(sorted(out.items()))
 
@@ -358,9 +394,33 @@ def _brax_spec(name: str, opts: tuple) -> EnvSpec:
     )
 
 
+@functools.lru_cache(maxsize=32)
+def _playground_env(name: str, env_kwargs: Any):
+    """``(env, episode_length)`` of a MuJoCo Playground env with the JAX MJX implementation."""
+    from mujoco_playground import registry
+
+    overrides = {**_thaw_dict(env_kwargs), "impl": "jax"}
+    env = registry.load(name, config_overrides=overrides)
+    return env, int(getattr(env._config, "episode_length", 1000))
+
+
+def _playground_spec(name: str, opts: tuple) -> EnvSpec:
+    o = dict(opts)
+    env, _ = _playground_env(name, o.get("env_kwargs"))
+    obs = jax.eval_shape(lambda k: env.reset(k).obs, jax.random.key_data(jax.random.key(0)))
+    if not hasattr(obs, "shape"):
+        raise ValueError(f"playground env {name!r} has dict observations; not supported")
+    return EnvSpec(
+        name=PLAYGROUND_PREFIX + name,
+        obs_shape=tuple(int(s) for s in obs.shape),
+        action_space=Box(-1.0, 1.0, (int(env.action_size),)),
+        max_episode_steps=o["episode_length"],
+    )
+
+
 @functools.lru_cache(maxsize=128)
 def _spec_cached(family: str, name: str, opts: tuple) -> EnvSpec:
-    return _gymnax_spec(name, opts) if family == "gymnax" else _brax_spec(name, opts)
+    return {"gymnax": _gymnax_spec, "brax": _brax_spec, "playground": _playground_spec}[family](name, opts)
 
 
 def env_spec(name: str, **options) -> EnvSpec:
@@ -517,13 +577,19 @@ def _cast(tree: Any, dtypes: Any) -> Any:
 
 class BraxVecEnv(VecEnv):
     family = "brax"
+    #: the state field with the physics state (brax ``State.pipeline_state``)
+    physics_field = "pipeline_state"
 
     def __init__(self, name, num_envs, opts, spec):
         super().__init__(name, num_envs, opts, spec)
         o = dict(opts)
-        self._env = _brax_env(name, o["backend"], o.get("env_kwargs"))
+        self._env = self._make(name, o)
         self._episode_length = o["episode_length"]
         self._cached = o["auto_reset"] == "cached"
+
+    @staticmethod
+    def _make(name, o):
+        return _brax_env(name, o["backend"], o.get("env_kwargs"))
 
     def _reset_one(self, k):
         s = self._env.reset(jax.random.key_data(k))  # brax expects raw uint32 keys
@@ -536,7 +602,7 @@ class BraxVecEnv(VecEnv):
     def reset(self, key):
         bstate = jax.vmap(self._reset_one)(self._split(key))
         n = self._num_envs
-        init = (bstate.pipeline_state, bstate.obs) if self._cached else None
+        init = (getattr(bstate, self.physics_field), bstate.obs) if self._cached else None
         state = VecEnvState(
             env_state=bstate,
             episode_return=jnp.zeros((n,), jnp.float32),
@@ -549,6 +615,7 @@ class BraxVecEnv(VecEnv):
         env = self._env
         cached = self._cached
         limit = self._episode_length
+        field = self.physics_field
         action = jnp.asarray(action, jnp.float32)
         reset_keys = None if cached else self._split(key)
 
@@ -566,7 +633,7 @@ class BraxVecEnv(VecEnv):
             if cached:
                 init_ps, init_obs = init
                 nxt = nxt.replace(
-                    pipeline_state=jax.tree.map(where, init_ps, nxt.pipeline_state),
+                    **{field: jax.tree.map(where, init_ps, getattr(nxt, field))},
                     obs=where(init_obs, nxt.obs),
                 )
             else:
@@ -590,6 +657,18 @@ class BraxVecEnv(VecEnv):
         return state.replace(env_state=bstate, episode_return=ep_ret, episode_length=ep_len), ts
 
 
+class PlaygroundVecEnv(BraxVecEnv):
+    """MuJoCo Playground env (``impl="jax"``): brax's wrapper logic on Playground's ``State``,
+    whose physics state is ``data`` (an ``mjx.Data``) instead of ``pipeline_state``."""
+
+    family = "playground"
+    physics_field = "data"
+
+    @staticmethod
+    def _make(name, o):
+        return _playground_env(name, o.get("env_kwargs"))[0]
+
+
 # --------------------------------------------------------------------------- factory
 
 
@@ -600,5 +679,5 @@ def make_env(name: str, num_envs: int, **options) -> VecEnv:
     family, canonical = _resolve(name)
     opts = _normalize_options(family, canonical, options)
     spec = _spec_cached(family, canonical, opts)
-    cls = GymnaxVecEnv if family == "gymnax" else BraxVecEnv
+    cls = {"gymnax": GymnaxVecEnv, "brax": BraxVecEnv, "playground": PlaygroundVecEnv}[family]
     return cls(canonical, int(num_envs), opts, spec)

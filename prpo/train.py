@@ -117,7 +117,7 @@ def _env_options(cfg: Config) -> dict:
     opts = {}
     if cfg.env_backend is not None:
         opts["backend"] = cfg.env_backend
-    if envs_lib.env_family(cfg.env) == "brax":
+    if envs_lib.env_family(cfg.env) in ("brax", "playground"):
         opts["auto_reset"] = cfg.brax_reset
     if cfg.episode_length is not None:
         opts["max_episode_steps"] = cfg.episode_length
@@ -127,8 +127,9 @@ def _env_options(cfg: Config) -> dict:
 def check_env(cfg: Config) -> envs_lib.EnvSpec:
     """Validate the env options of ``cfg`` and the policy's fit to its action space; return the spec."""
     try:
-        if cfg.env_backend is not None and envs_lib.env_family(cfg.env) != "brax":
-            raise ConfigError(f"env_backend={cfg.env_backend!r} applies to brax envs only; env {cfg.env!r} is a gymnax env")
+        family = envs_lib.env_family(cfg.env)
+        if cfg.env_backend is not None and family != "brax":
+            raise ConfigError(f"env_backend={cfg.env_backend!r} applies to brax envs only; env {cfg.env!r} is a {family} env")
         spec = envs_lib.env_spec(cfg.env, **_env_options(cfg))
     except ConfigError:
         raise

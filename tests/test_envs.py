@@ -289,3 +289,80 @@ def test_brax_auto_reset_modes(brax_traj):
         assert not np.any(np.all(reset_obs == obs0[n_idx], axis=-1))
         assert np.all(np.abs(reset_obs) <= 0.01 + 1e-6)
         assert state.init is None
+
+
+# -- MuJoCo Playground adapter (a stand-in env: the package itself is an optional dependency) ----
+
+
+class _FakePlaygroundEnv:
+    """Playground's ``MjxEnv`` protocol: ``State(data, obs, reward, done, metrics, info)``, physics in
+    ``data``. A point whose position grows by the action; done (terminated) once position > 3."""
+
+    action_size = 1
+
+    @jax.tree_util.register_dataclass
+    @functools.partial(__import__("dataclasses").dataclass, frozen=True)
+    class State:
+        data: jax.Array
+        obs: jax.Array
+        reward: jax.Array
+        done: jax.Array
+        metrics: dict
+        info: dict
+
+        def replace(self, **kw):
+            return __import__("dataclasses").replace(self, **kw)
+
+    def reset(self, rng):
+        x = jax.random.uniform(jax.random.wrap_key_data(rng), (1,))  # random start in [0, 1)
+        return self.State(data=x, obs=jnp.concatenate([x, x]), reward=jnp.zeros(()), done=jnp.zeros(()), metrics={}, info={})
+
+    def step(self, state, action):
+        x = state.data + jnp.clip(action, 0.0, 1.0)
+        return state.replace(data=x, obs=jnp.concatenate([x, x]), reward=x[0], done=(x[0] > 3.0).astype(jnp.float32))
+
+
+def test_playground_adapter_time_limit_termination_and_reset(monkeypatch):
+    import prpo.envs as envs_mod
+
+    fake = _FakePlaygroundEnv()
+    monkeypatch.setattr(envs_mod, "_playground_names", lambda: ["FakeRun"])
+    monkeypatch.setattr(envs_mod, "_playground_env", lambda name, kw: (fake, 6))
+    envs_mod._spec_cached.cache_clear()
+    try:
+        assert env_family("playground/FakeRun") == "playground"
+        spec = env_spec("playground/FakeRun")
+        assert spec.obs_shape == (2,) and spec.action_space == Box(-1.0, 1.0, (1,)) and spec.max_episode_steps == 6
+        with pytest.raises(ValueError, match="backend"):
+            env_spec("playground/FakeRun", backend="mjx")
+        with pytest.raises(ValueError, match="impl"):
+            env_spec("playground/FakeRun", env_kwargs={"impl": "warp"})
+        with pytest.raises(ValueError, match="Did you mean 'playground/FakeRun'"):
+            env_family("playground/FakeRnu")
+        env = make_env("playground/FakeRun", 3)
+        state, obs0 = env.reset(jax.random.key(0))
+        x0 = np.asarray(obs0[:, 0])
+        # env 0 moves +1 per step (terminates when x > 3), env 1 stays (truncated at 6), env 2 moves +0.25
+        act = jnp.array([[1.0], [0.0], [0.25]])
+        rows = []
+        for t in range(8):
+            state, ts = env.step(state, act, jax.random.key(t))
+            rows.append(jax.tree.map(np.asarray, ts))
+        # reference: a plain Python loop
+        pos, length, ret = x0.copy(), np.zeros(3, int), np.zeros(3)
+        for t, ts in enumerate(rows):
+            pos = pos + np.array([1.0, 0.0, 0.25])
+            length += 1
+            ret += pos
+            term = pos > 3.0
+            trunc = (length >= 6) & ~term
+            np.testing.assert_array_equal(ts.terminated, term, err_msg=f"t={t}")
+            np.testing.assert_array_equal(ts.truncated, trunc, err_msg=f"t={t}")
+            np.testing.assert_allclose(ts.final_obs[:, 0], pos, rtol=1e-6)
+            np.testing.assert_allclose(ts.episode_return, ret, rtol=1e-5)
+            done = term | trunc
+            np.testing.assert_allclose(ts.obs[:, 0], np.where(done, x0, pos), rtol=1e-6)  # cached reset: the initial state
+            pos, length, ret = np.where(done, x0, pos), np.where(done, 0, length), np.where(done, 0.0, ret)
+        assert any(r.terminated[0] for r in rows) and any(r.truncated[1] for r in rows)
+    finally:
+        envs_mod._spec_cached.cache_clear()
