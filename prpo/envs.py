@@ -189,7 +189,7 @@ def _brax_names() -> list[str]:
 
 
 def _playground_names() -> list[str]:
-    """DM Control suite and locomotion names of MuJoCo Playground (``[]`` when not installed)."""
+    """DM Control suite and locomotion names of MuJoCo Playground; ValueError when it is not installed."""
     try:
         from mujoco_playground import registry
     except ImportError:
