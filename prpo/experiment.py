@@ -141,9 +141,7 @@ def run_experiment(
         sizes = _chunking(cfg.num_updates, chunks)
     runners = {}
     t0 = time.perf_counter()
-    # finish the initial state before compiling: XLA:CPU has deadlocked (all threads parked, twice
-    # in one CI run) when an async-dispatched computation was still running during a compile
-    state = jax.block_until_ready(init(keys, hps))
+    state = init(keys, hps)
     for n in sorted(set(sizes)):
         run_n = lambda s, h, n=n: trainer.run(s, h, n)  # noqa: E731
         fn = jax.jit(jax.vmap(jax.vmap(run_n, in_axes=(0, None), **spmd), in_axes=(0, 0)))
