@@ -59,7 +59,7 @@ from prpo.config import preset  # noqa: E402
 from prpo.rollout import collect  # noqa: E402
 from prpo.train import make_train  # noqa: E402
 
-# name -> (preset, overrides). CartPole rows use the PureJaxRL anchors' settings (BENCHMARKS.md).
+# name -> (preset, overrides). CartPole rows use the PureJaxRL anchors' settings.
 CASES = {
     "cartpole-65536": ("ppo-cartpole", dict(num_envs=65_536, num_steps=16)),
     "cartpole-1m": ("ppo-cartpole", dict(num_envs=2**20, num_steps=8, num_minibatches=8)),
@@ -68,7 +68,7 @@ CASES = {
     "brax-ant-65536": ("ppo-brax", dict(env="ant", num_envs=65_536, num_steps=10, num_minibatches=32)),
 }
 QUICK = dict(num_envs=64, num_steps=4, num_minibatches=2, actor_hidden=(16, 16), critic_hidden=None)
-# PureJaxRL on one H200 (BENCHMARKS.md GPU table), env-steps/s
+# PureJaxRL on one H200 (measured beside prpo in one run), env-steps/s
 ANCHORS = {"cartpole-65536": 68.7e6, "cartpole-1m": 88.7e6}
 
 

@@ -1,7 +1,7 @@
 """PPO throughput benchmark: env-steps/s of whole training runs, compile time, peak memory.
 
 Every case runs in its own subprocess, so that the peak device memory is the case's own and
-one case running out of memory does not stop the others. Method (as ../shared/BENCHMARKS.md):
+one case running out of memory does not stop the others. Method:
 ``jax.jit(train).lower(keys, hp).compile()`` is timed as the compile time, then one call of the
 compiled function is timed up to ``jax.block_until_ready``. See benchmarks/README.md.
 
@@ -22,7 +22,7 @@ import subprocess
 import sys
 import time
 
-# name -> (preset, overrides, seeds, setting as in BENCHMARKS.md). Brax cases get env_backend
+# name -> (preset, overrides, seeds, setting of the anchor run). Brax cases get env_backend
 # and total_timesteps from --brax-backend / --brax-steps.
 CASES = {
     "cartpole-4": ("ppo-cartpole", dict(num_envs=4, num_steps=128, total_timesteps=500_000), 1,
@@ -44,7 +44,7 @@ CASES = {
                     "2048 envs × 10 steps, 4 epochs × 32 minibatches"),
 }
 
-# PureJaxRL on one NVIDIA H200 (BENCHMARKS.md, GPU table): (env-steps/s, compile s, source row).
+# PureJaxRL on one NVIDIA H200 (measured beside prpo in one run): (env-steps/s, compile s, source row).
 _ROW = "PureJaxRL PPO, CartPole-v1 | "
 ANCHORS = {
     "cartpole-4": (86_000, 7.6, _ROW + "4 envs × 128 steps, 5e5 steps, 1 seed | 86,000 | 7.6 s | 500"),
@@ -225,7 +225,7 @@ def main(argv=None) -> int:
     device = done[0]["device"] if done else "unknown"
     header = (f"prpo PPO throughput on {device}, JAX {done[0]['jax'] if done else '?'}"
               + (" (--quick: shrunken cases, ratios not comparable)" if args.quick else "")
-              + f"; anchors: PureJaxRL on one H200 (../shared/BENCHMARKS.md)")
+              + "; anchors: PureJaxRL on one H200")
     print(header + "\n\n" + table(rows))
 
     slug = re.sub(r"[^a-z0-9]+", "-", device.lower()).strip("-") + ("-quick" if args.quick else "")

@@ -23,7 +23,7 @@ Examples::
 
 Compared with: SPO (Xie et al.) — with deep policies PPO's ratio deviation grows and its return
 falls behind while SPO's ratio stays bounded; BPO ≥ PPO on MuJoCo (numbers unverified);
-MDPO ≥ PPO on MuJoCo (ALGORITHMS.md §4–6, BENCHMARKS.md).
+MDPO ≥ PPO on MuJoCo (the SPO, BPO and MDPO papers).
 """
 
 from __future__ import annotations

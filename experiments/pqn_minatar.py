@@ -28,7 +28,7 @@ from prpo.config import ConfigError, apply_overrides
 from prpo.experiment import run_experiment
 
 GAMES = ("Breakout-MinAtar", "Asterix-MinAtar", "Freeway-MinAtar", "SpaceInvaders-MinAtar")
-# PPO after 1e7 steps (BENCHMARKS.md: gymnax baselines; PureJaxRL's Breakout plot ≈ 40)
+# PPO after 1e7 steps (gymnax baselines; PureJaxRL's Breakout plot ≈ 40)
 PPO_REFERENCE = {"Breakout-MinAtar": 28, "Asterix-MinAtar": 15, "Freeway-MinAtar": 58, "SpaceInvaders-MinAtar": 131}
 
 
@@ -59,7 +59,7 @@ def _write(out, rows, args, command=None):
             f"{r['steps_per_s'] / 1e6:.2f} M | {r['compile_s']:.1f} |"
         )
     lines += ["", f"Command: `{command}`", "", "± is the standard error over seeds. Greedy return: the last in-loop evaluation (ε = 0, 128 envs, "
-              "one episode each). PPO reference: gymnax baselines at 1e7 steps (BENCHMARKS.md)."]
+              "one episode each). PPO reference: gymnax baselines at 1e7 steps."]
     with open(os.path.join(out, "results.md"), "w") as f:
         f.write("\n".join(lines) + "\n")
     try:

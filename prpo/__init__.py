@@ -2,8 +2,10 @@
 
 The public API re-exported here is what users compose; each layer is its own module:
 ``distributions``, ``advantages``, ``objectives``, ``regularizers``, ``networks``,
-``policies`` (and the generative families ``flow``, ``diffusion``), ``envs``, ``normalization``,
-``rollout``, ``update``, ``train``, ``parallel``.
+``policies`` (and the families ``flow``, ``diffusion``, ``qlearning``), ``envs``, ``normalization``,
+the engine ``rollout``, ``update``, ``train`` with its algorithm protocol ``algorithm``, the
+algorithms ``algorithms`` (one module each), the open ``registry``, ``parallel`` and the driver
+``experiment``. See docs/architecture.md for the layers and how to add an algorithm or an env.
 
 ``prpo.toy_envs`` (the multimodal bandit) is imported on use: importing it imports gymnax, which
 starts JAX's backend, and ``import prpo`` must not, so that ``prpo.initialize_distributed`` can
@@ -12,6 +14,7 @@ run first.
 
 from prpo import (
     advantages,
+    algorithm,
     algorithms,
     diffusion,
     distributions,
@@ -23,6 +26,7 @@ from prpo import (
     parallel,
     policies,
     regularizers,
+    registry,
     rollout,
     update,
 )
@@ -37,6 +41,7 @@ from prpo.parallel import initialize_distributed, make_mesh, make_sharded_train
 from prpo.objectives import bpo, ce_gppo, dual_clip, policy_gradient, ppo_clip, pspo, ratio_diagnostics, spo, topr
 from prpo.policies import CategoricalPolicy, GaussianPolicy
 from prpo.regularizers import clipped_value_loss, entropy_loss, value_loss
+from prpo.algorithm import Algorithm
 from prpo.train import NonFiniteLossError, TrainState, Trainer, evaluate, make_policy, make_train
 
 __version__ = "0.1.0"
@@ -60,7 +65,9 @@ __all__ = [
     "TanhGaussian",
     "TrainState",
     "Trainer",
+    "Algorithm",
     "advantages",
+    "algorithm",
     "algorithms",
     "apply_overrides",
     "clipped_value_loss",
@@ -93,6 +100,7 @@ __all__ = [
     "ppo_clip",
     "preset",
     "ratio_diagnostics",
+    "registry",
     "regularizers",
     "rollout",
     "run_experiment",

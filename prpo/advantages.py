@@ -24,7 +24,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-__all__ = ["gae", "lambda_returns", "q_lambda_targets", "normalize", "grpo_advantages"]
+__all__ = ["gae", "lambda_returns", "normalize", "grpo_advantages"]
 
 
 def _flags(rewards, terminated, truncated):
@@ -124,37 +124,6 @@ def lambda_returns(
         step, next_values[-1], (rewards, next_values, keep, disc), reverse=True, unroll=unroll
     )
     return returns
-
-
-def q_lambda_targets(
-    rewards: jax.Array,
-    next_q: jax.Array,
-    terminated: jax.Array,
-    truncated: jax.Array,
-    gamma: float | jax.Array,
-    lam: float | jax.Array,
-    unroll: int = 1,
-) -> jax.Array:
-    """Peng's Q(lambda) targets of PQN from rollout-time Q values.
-
-      G_t = r_t + gamma * (1 - terminated_t) * [(1 - lam) * max_a q'_t(a) + lam * G_{t+1}]
-
-    with the recursion cut at episode ends (``done_t``: the bracket is ``max_a q'_t(a)``) and
-    at the end of the rollout. ``lam = 0`` gives one-step Q-learning targets, ``lam = 1``
-    Monte-Carlo returns bootstrapped with ``max_a q'`` only at truncation / the rollout end.
-
-    Args:
-      rewards: r_t, shape [T, ...].
-      next_q: Q values of the true next observation s'_t (the final observation where the
-        episode was truncated), shape [T, ..., A].
-      terminated, truncated: bool/float, shape [T, ...].
-      gamma, lam: scalars.
-      unroll: ``lax.scan`` unroll factor.
-
-    Returns:
-      targets G, shape [T, ...]. Use them as constants (``stop_gradient``).
-    """
-    return lambda_returns(rewards, jnp.max(next_q, axis=-1), terminated, truncated, gamma, lam, unroll=unroll)
 
 
 def normalize(x: jax.Array, axis=None, eps: float = 1e-8, axis_name=None) -> jax.Array:

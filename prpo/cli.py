@@ -10,8 +10,9 @@ import argparse
 import json
 import sys
 
-from prpo import algorithms
+from prpo import algorithms, registry
 from prpo.config import PRESETS, ConfigError, option_names
+from prpo.experiment import check_seeds
 
 __all__ = ["main", "build_parser"]
 
@@ -100,10 +101,7 @@ def config_from_args(args):
             grid[k] = [float(x) for x in v.split(",") if x]
         except ValueError:
             raise ConfigError(f"--grid {k}={v!r}: expected comma-separated numbers") from None
-    if args.seeds <= 0:
-        raise ConfigError(f"--seeds must be a positive integer, got {args.seeds}")
-    if args.seed_devices <= 0 or args.seeds % args.seed_devices:
-        raise ConfigError(f"--seed-devices={args.seed_devices} must be a positive integer dividing --seeds={args.seeds}")
+    check_seeds(args.seeds, args.seed_devices, names=("--seeds", "--seed-devices"))
     if cfg.devices > 1 or args.seed_devices > 1:  # enough devices? (before any compile)
         from prpo.parallel import make_mesh
 
@@ -120,11 +118,15 @@ def _cmd_list() -> int:
     print("presets:")
     for name, fn in PRESETS.items():
         doc = (fn.__doc__ or "").strip().splitlines()[0]
-        print(f"  {name:24s} {doc}")
+        print(f"  {name:30s} {doc}")
+    print("objectives (--set objective=NAME):")
+    print("  " + ", ".join(registry.SURROGATES))
+    print("policy families (--set policy=NAME):")
+    print("  auto (categorical / Gaussian actor-critic), " + ", ".join(registry.POLICIES))
     print("environments:")
     for family, names in envs.list_envs().items():
         print(f"  {family}: {', '.join(names)}")
-    print("options (--set KEY=VALUE):")
+    print("options (--set KEY=VALUE; hyperparameters also --grid KEY=V1,V2):")
     for name, kind in option_names().items():
         print(f"  {name:22s} {kind}")
     return 0

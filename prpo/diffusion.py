@@ -1,4 +1,4 @@
-"""Diffusion policy family for DPPO (Diffusion Policy Policy Optimization; ALGORITHMS.md §10).
+"""Diffusion policy family for DPPO (Diffusion Policy Policy Optimization, Ren et al., 2024).
 
 The K-step DDPM denoising chain is part of the MDP: each denoising step is a Gaussian, so each
 fine-tuned step is its own PPO sample. In the normalised action space ``[−1, 1]^D``:
@@ -319,23 +319,3 @@ def finetune_params(policy: DiffusionPolicy, pretrained_denoiser, key, obs):
     """Full parameter tree for fine-tuning: fine-tuned and frozen copies of ``pretrained_denoiser``
     and a freshly initialised critic."""
     return {"denoiser": pretrained_denoiser, "base": pretrained_denoiser, "critic": policy.critic.init(key, obs)}
-
-
-def make_diffusion_policy(cfg, action_dim: int, obs_ndim: int, low, high) -> DiffusionPolicy:
-    if cfg.activation not in ACTIVATIONS:
-        raise ValueError(f"activation={cfg.activation!r} is not known; allowed: {sorted(ACTIVATIONS)}")
-    critic_hidden = cfg.critic_hidden if cfg.critic_hidden is not None else cfg.actor_hidden
-    return DiffusionPolicy(
-        denoiser=Denoiser(action_dim=action_dim, obs_ndim=obs_ndim, hidden=tuple(cfg.actor_hidden), activation=cfg.activation),
-        critic=Critic(obs_ndim=obs_ndim, hidden=tuple(critic_hidden), activation=cfg.activation),
-        action_dim=action_dim,
-        steps=cfg.diffusion_steps,
-        finetune_steps=cfg.finetune_steps,
-        ddim_steps=cfg.ddim_eval_steps,
-        sigma_min_sample=cfg.sigma_min_sample,
-        sigma_min_prob=cfg.sigma_min_prob,
-        logprob_clamp=(-5.0, 2.0) if cfg.dppo_logprob_clamp else None,
-        logprob_reduce=cfg.dppo_logprob_reduce,
-        action_low=low,
-        action_high=high,
-    )

@@ -38,13 +38,96 @@ MuJoCo Playground (``playground/<Name>``, e.g. ``playground/CheetahRun``; needs 
     options: ``episode_length`` (default: the env's config, 1000 for DM Control), ``auto_reset``
     and ``env_kwargs`` (dict of ``config_overrides``) as for brax. Playground's own wrappers are not
     used: the time limit, truncation and auto-reset are prpo's (the same code as brax's).
+
+brax is an optional extra (``pip install 'prpo[brax]'``): nothing imports it until a brax env is
+built or its spec is asked for. Its names (:data:`BRAX_ENV_NAMES`, a static copy of brax's
+registry) resolve without it, so ``env_family("ant") == "brax"`` and the error messages list them;
+building one without brax raises a one-line ``ValueError`` naming the extra. ``list_envs()`` lists
+the brax family only when brax is installed (found without importing it).
+
+Bring your own env
+------------------
+``as_vec_env(env, num_envs, **options)`` and ``spec_of(env, **options)`` take, besides a name
+(then they are ``make_env`` / ``env_spec``):
+
+* a gymnax (1.x API) environment object -- an instance of
+  ``gymnax.environments.environment.Environment`` with ``reset_env(key, params) -> (obs, state)``,
+  ``step_env(key, state, action, params) -> (obs, state, reward, terminated, info)``,
+  ``is_truncated(state, params)`` (default: ``state.time >= params.max_steps_in_episode``),
+  ``action_space(params)`` (``spaces.Discrete`` or ``spaces.Box``) and ``default_params`` -- or a
+  tuple ``(env, env_params)``. It gets the same wrapper as the named gymnax envs (auto-reset,
+  ``final_obs``, truncation, episode returns) and the options ``max_episode_steps`` and
+  ``env_params`` (a dict of ``EnvParams`` overrides). Two wrappers of the same object, params,
+  options and ``num_envs`` are equal (the object counts by identity).
+* any object implementing the protocol below; it is returned as it is, or, when its
+  ``num_envs`` differs from the one asked for, as ``env.with_num_envs(num_envs)`` (a ValueError
+  if it has no such method). Options cannot be applied to it (a ValueError unless all are None).
+
+The batched env protocol (what ``prpo``'s own envs implement, and what the trainer calls):
+
+``spec``
+    an :class:`EnvSpec`: ``name``, ``obs_shape`` (one env's), ``action_space`` (``Discrete(n)``
+    or ``Box(low, high, shape)``), ``max_episode_steps``.
+``num_envs``
+    ``N``, the number of envs stepped together.
+``reset(key) -> (state, obs)``
+    ``state``: any pytree (each leaf with a leading ``[N]`` axis is the convention, not a
+    requirement); ``obs``: float32 ``[N, *spec.obs_shape]``.
+``step(state, action, key) -> (state, TimeStep)``
+    ``action``: int32 ``[N]`` for ``Discrete``, float32 ``[N, *shape]`` for ``Box``. Envs that
+    finish (terminated or truncated) at this step are reset inside ``step``. The :class:`TimeStep`
+    fields all lead with ``[N]``: ``obs`` (the observation to act on next: the reset observation
+    where done), ``reward`` float32, ``terminated`` bool, ``truncated`` bool (time limit hit and
+    not terminated; never both), ``final_obs`` (the observation the step reached, before any
+    reset; equal to ``obs`` where not done), ``episode_return`` float32 / ``episode_length``
+    int32 (running totals of the episode including this step; where done, the finished
+    episode's totals -- the next step starts again from 0).
+``key`` (both methods)
+    either one key (the env splits it into ``N``) or ``N`` keys, shape ``[N]``, one per env; with
+    per-env keys env ``i`` must depend on ``key[i]`` only (the sharded trainer passes keys
+    derived from the global env index). Typed keys (``jax.random.key``).
+``with_num_envs(n)`` (optional)
+    the same env with ``n`` copies (the trainer makes per-device and evaluation batches with it).
+
+Both functions must be pure and traceable (they run under ``jit``, ``vmap`` and ``scan``), and the
+object hashable (it is a static argument): identity hashing, a plain class's default, is fine.
+
+A tiny worked example, ``N`` two-armed one-step bandits (arm 1 pays 1, arm 0 pays 0)::
+
+    import jax.numpy as jnp
+    from prpo.envs import Discrete, EnvSpec, TimeStep, as_vec_env
+
+    class Bandit:
+        spec = EnvSpec("Bandit", obs_shape=(1,), action_space=Discrete(2), max_episode_steps=1)
+
+        def __init__(self, num_envs=1):
+            self.num_envs = num_envs
+
+        def with_num_envs(self, n):
+            return Bandit(n)
+
+        def reset(self, key):
+            return (), jnp.zeros((self.num_envs, 1), jnp.float32)
+
+        def step(self, state, action, key):
+            n = self.num_envs
+            obs, reward = jnp.zeros((n, 1), jnp.float32), (action == 1).astype(jnp.float32)
+            done = jnp.ones((n,), bool)  # every episode ends after one step
+            return state, TimeStep(obs=obs, reward=reward, terminated=done, truncated=~done, final_obs=obs,
+                                   episode_return=reward, episode_length=jnp.ones((n,), jnp.int32))
+
+    env = as_vec_env(Bandit(), 8)             # Bandit(8), through with_num_envs
+    env = as_vec_env((MyGymnaxEnv(), params), 8, max_episode_steps=50)  # a gymnax env object
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import difflib
 import functools
+import importlib.util
+import sys
 from typing import Any
 
 import flax.struct
@@ -63,14 +146,24 @@ __all__ = [
     "VecEnv",
     "make_env",
     "env_spec",
+    "as_vec_env",
+    "spec_of",
     "list_envs",
     "env_family",
     "BRAX_BACKENDS",
     "BRAX_AUTO_RESET",
+    "BRAX_ENV_NAMES",
 ]
 
 BRAX_BACKENDS = ("mjx", "positional", "generalized", "spring")
 BRAX_AUTO_RESET = ("cached", "fresh")
+#: brax's env names (``sorted(brax.envs._envs)`` of brax 0.14.2), static so that names resolve and
+#: errors list them without importing brax (an optional extra); tests/test_envs.py checks it.
+BRAX_ENV_NAMES = (
+    "ant", "fast", "halfcheetah", "hopper", "humanoid", "humanoidstandup", "inverted_double_pendulum",
+    "inverted_pendulum", "pusher", "reacher", "swimmer", "walker2d",
+)
+BRAX_EXTRA = "pip install 'prpo[brax]'"
 
 _COMMON_OPTIONS = ("max_episode_steps",)
 _GYMNAX_OPTIONS = _COMMON_OPTIONS + ("env_params", "env_kwargs")
@@ -183,9 +276,23 @@ def _gymnax_names() -> list[str]:
 
 
 def _brax_names() -> list[str]:
-    from brax import envs as brax_envs
+    return list(BRAX_ENV_NAMES)  # static: resolving a name must not import brax
 
-    return sorted(brax_envs._envs)  # the (only) brax registry
+
+def _brax_installed() -> bool:
+    """Whether brax can be imported (found without importing it: importing brax prints warnings)."""
+    try:
+        return importlib.util.find_spec("brax") is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def _require_brax(name: str) -> None:
+    """ValueError (one line, naming the extra) when brax, needed for env ``name``, does not import."""
+    try:
+        from brax import envs as _  # noqa: F401
+    except ImportError as e:
+        raise ValueError(f"brax env {name!r} needs the optional brax extra: {BRAX_EXTRA} ({e})") from None
 
 
 def _playground_names() -> list[str]:
@@ -200,8 +307,11 @@ def _playground_names() -> list[str]:
 
 
 def list_envs() -> dict[str, list[str]]:
-    """Available environment names by backend family (MuJoCo Playground's as ``playground/<Name>``, when installed)."""
-    out = {"gymnax": _gymnax_names(), "brax": _brax_names()}
+    """Available environment names by backend family: gymnax's always, brax's (:data:`BRAX_ENV_NAMES`)
+    when brax is installed, MuJoCo Playground's as ``playground/<Name>`` when it is installed."""
+    out = {"gymnax": _gymnax_names()}
+    if _brax_installed():
+        out["brax"] = _brax_names()
     try:
         out["playground"] = [PLAYGROUND_PREFIX + n for n in _playground_names()]
     except ValueError:
@@ -210,16 +320,16 @@ def list_envs() -> dict[str, list[str]]:
 
 
 def _unknown_env(name: str) -> ValueError:
-    names = list_envs()
-    candidates = names["gymnax"] + names["brax"]
-    lowered = {c.lower(): c for c in candidates}
-    lowered.update({f"brax/{c}": f"brax/{c}" for c in names["brax"]})
+    gymnax_names, brax_names = _gymnax_names(), _brax_names()
+    lowered = {c.lower(): c for c in gymnax_names + brax_names}
+    lowered.update({f"brax/{c}": f"brax/{c}" for c in brax_names})
     bare = name.lower()
     close = difflib.get_close_matches(bare, list(lowered), n=3, cutoff=0.5)
     hint = f" Did you mean {', '.join(repr(lowered[c]) for c in close)}?" if close else ""
+    extra = "" if _brax_installed() else f"; they need the optional brax extra: {BRAX_EXTRA}"
     return ValueError(
-        f"Unknown environment {name!r}.{hint} Available gymnax envs: {names['gymnax']}; "
-        f"available brax envs (also as 'brax/<name>'): {names['brax']}."
+        f"Unknown environment {name!r}.{hint} Available gymnax envs: {gymnax_names}; "
+        f"available brax envs (also as 'brax/<name>'{extra}): {brax_names}."
     )
 
 
@@ -252,9 +362,18 @@ def _resolve(name: str) -> tuple[str, str]:
     raise _unknown_env(name)
 
 
-def env_family(name: str) -> str:
-    """Backend family (``"gymnax"``, ``"brax"`` or ``"playground"``) of an env name; ValueError if unknown."""
-    return _resolve(name)[0]
+def env_family(name: Any) -> str:
+    """Backend family (``"gymnax"``, ``"brax"`` or ``"playground"``) of an env name; ValueError if unknown.
+
+    Also takes what :func:`as_vec_env` takes: a gymnax env object or ``(env, params)`` is
+    ``"gymnax"``; a VecEnv protocol object has its ``family`` attribute, else ``"custom"``."""
+    if isinstance(name, str):
+        return _resolve(name)[0]
+    if _gymnax_object(name, {}) is not None:
+        return "gymnax"
+    _check_protocol(name, {})
+    family = getattr(name, "family", None)
+    return family if isinstance(family, str) else "custom"
 
 
 def _positive_int(option: str, value: Any) -> int:
@@ -335,6 +454,11 @@ def _gymnax_env(name: str, opts: tuple):
 
     o = dict(opts)
     env, params = (TOY_ENVS[name] if name in TOY_ENVS else functools.partial(gymnax.make, name))(**_thaw_dict(o.get("env_kwargs")))
+    return env, _override_params(name, params, o)
+
+
+def _override_params(name: str, params: Any, o: dict) -> Any:
+    """``params`` with the ``env_params`` / ``max_episode_steps`` options of ``o`` applied."""
     overrides = _thaw_dict(o.get("env_params"))
     if "max_episode_steps" in o:
         other = overrides.get("max_steps_in_episode", o["max_episode_steps"])
@@ -350,13 +474,16 @@ def _gymnax_env(name: str, opts: tuple):
         if bad:
             raise ValueError(f"env_params {bad} are not fields of {name}'s EnvParams {sorted(fields)}")
         params = params.replace(**overrides)
-    return env, params
+    return params
 
 
 def _gymnax_spec(name: str, opts: tuple) -> EnvSpec:
+    return _gymnax_spec_of(name, *_gymnax_env(name, opts))
+
+
+def _gymnax_spec_of(name: str, env: Any, params: Any) -> EnvSpec:
     from gymnax.environments import spaces as gspaces
 
-    env, params = _gymnax_env(name, opts)
     obs = jax.eval_shape(lambda k: env.reset_env(k, params)[0], jax.random.key(0))
     space = env.action_space(params)
     if isinstance(space, gspaces.Discrete):
@@ -427,6 +554,8 @@ def env_spec(name: str, **options) -> EnvSpec:
     """Static spec of an env (no stepping, no compilation; cached)."""
     family, canonical = _resolve(name)
     opts = _normalize_options(family, canonical, options)
+    if family == "brax":
+        _require_brax(canonical)
     return _spec_cached(family, canonical, opts)
 
 
@@ -474,6 +603,15 @@ class VecEnv:
     def options(self) -> dict:
         return dict(self._opts)
 
+    def with_num_envs(self, n: int) -> "VecEnv":
+        """The same env (backend, options) with ``n`` copies."""
+        n = _num_envs_arg(n)
+        if n == self._num_envs:
+            return self
+        new = copy.copy(self)  # immutable: a shallow copy shares the backend env
+        new._num_envs = n
+        return new
+
     # helpers ---------------------------------------------------------------
     def sample_actions(self, key: Array) -> Array:
         """Uniformly random actions ``[N, ...]`` from the action space."""
@@ -498,12 +636,69 @@ class VecEnv:
         raise NotImplementedError
 
 
+def _episode_step(ep_ret, ep_len, reward, terminated, truncated, obs, final_obs):
+    """One env's episode bookkeeping: ``(episode_return, episode_length, TimeStep)`` after a step,
+    the carried counters reset to 0 where the episode ended (see :class:`TimeStep`)."""
+    ret = ep_ret + reward
+    length = ep_len + 1
+    done = terminated | truncated
+    ts = TimeStep(
+        obs=obs,
+        reward=reward,
+        terminated=terminated,
+        truncated=truncated,
+        final_obs=final_obs,
+        episode_return=ret,
+        episode_length=length,
+    )
+    return jnp.where(done, 0.0, ret), jnp.where(done, 0, length), ts
+
+
+def _tree_key(tree: Any) -> Any:
+    """A hashable value key of a pytree of arrays / scalars (gymnax ``EnvParams``)."""
+    leaves, treedef = jax.tree.flatten(tree)
+
+    def leaf(x):
+        if isinstance(x, (jax.Array, np.ndarray, np.generic)):
+            try:
+                a = np.asarray(x)
+            except Exception:  # noqa: BLE001 -- not concrete (a tracer): count it by identity
+                return ("id", id(x))
+            return (a.dtype.str, a.shape, a.tobytes())
+        try:
+            hash(x)
+        except TypeError:
+            return ("id", id(x))  # the VecEnv keeps ``tree`` alive, so the id stays unique
+        return (type(x).__name__, x)
+
+    key = (treedef, tuple(leaf(x) for x in leaves))
+    try:
+        hash(key)
+    except TypeError:  # unhashable static fields in the treedef
+        return ("id", id(tree))
+    return key
+
+
 class GymnaxVecEnv(VecEnv):
     family = "gymnax"
 
-    def __init__(self, name, num_envs, opts, spec):
+    def __init__(self, name, num_envs, opts, spec, env=None, params=None):
+        """A named gymnax env (``env=None``: built from ``name`` and ``opts``) or the gymnax
+        environment object ``env`` with ``params`` (options already applied; see :func:`as_vec_env`)."""
         super().__init__(name, num_envs, opts, spec)
-        self._env, self._params = _gymnax_env(name, opts)
+        if env is None:
+            self._env, self._params = _gymnax_env(name, opts)
+            self._ident = None
+        else:
+            self._env, self._params = env, params
+            self._ident = ("object", id(env), _tree_key(params))  # the object by identity, params by value
+
+    def _key(self):
+        return super()._key() + (self._ident,)
+
+    def __repr__(self) -> str:
+        r = super().__repr__()
+        return r if self._ident is None else r.replace(f"({self._name!r}", f"(<{self._name} object>", 1)
 
     def reset(self, key):
         env, params = self._env, self._params
@@ -547,18 +742,10 @@ class GymnaxVecEnv(VecEnv):
             )
             obs_st = jnp.asarray(obs_st)
             obs = jnp.where(done, obs_re, obs_st).astype(jnp.float32)
-            ret = ep_ret + reward
-            length = ep_len + 1
-            ts = TimeStep(
-                obs=obs,
-                reward=reward,
-                terminated=terminated,
-                truncated=truncated,
-                final_obs=obs_st.astype(jnp.float32),
-                episode_return=ret,
-                episode_length=length,
+            ret, length, ts = _episode_step(
+                ep_ret, ep_len, reward, terminated, truncated, obs, obs_st.astype(jnp.float32)
             )
-            return new_s, jnp.where(done, 0.0, ret), jnp.where(done, 0, length), ts
+            return new_s, ret, length, ts
 
         env_state, ep_ret, ep_len, ts = jax.vmap(one)(
             state.env_state, state.episode_return, state.episode_length, action, step_keys, reset_keys
@@ -624,8 +811,7 @@ class BraxVecEnv(VecEnv):
             nxt = env.step(s, a)
             reward = jnp.asarray(nxt.reward, jnp.float32).reshape(())
             terminated = (jnp.asarray(nxt.done) > 0.5).reshape(())
-            length = ep_len + 1
-            truncated = (length >= limit) & ~terminated
+            truncated = (ep_len + 1 >= limit) & ~terminated
             done = terminated | truncated
             final_obs = jnp.asarray(nxt.obs, jnp.float32)
             nxt = _cast(nxt.replace(obs=final_obs, reward=reward), dtypes)
@@ -638,17 +824,8 @@ class BraxVecEnv(VecEnv):
                 )
             else:
                 nxt = jax.tree.map(where, self._reset_one(kr), nxt)
-            ret = ep_ret + reward
-            ts = TimeStep(
-                obs=nxt.obs,
-                reward=reward,
-                terminated=terminated,
-                truncated=truncated,
-                final_obs=final_obs,
-                episode_return=ret,
-                episode_length=length,
-            )
-            return nxt, jnp.where(done, 0.0, ret), jnp.where(done, 0, length), ts
+            ret, length, ts = _episode_step(ep_ret, ep_len, reward, terminated, truncated, nxt.obs, final_obs)
+            return nxt, ret, length, ts
 
         in_axes = (0, 0, 0, 0, 0 if cached else None, None if cached else 0)
         bstate, ep_ret, ep_len, ts = jax.vmap(one, in_axes=in_axes)(
@@ -672,12 +849,127 @@ class PlaygroundVecEnv(BraxVecEnv):
 # --------------------------------------------------------------------------- factory
 
 
-def make_env(name: str, num_envs: int, **options) -> VecEnv:
-    """Create a batched env of ``num_envs`` copies. See module docstring for options."""
+def _num_envs_arg(num_envs: Any) -> int:
     if isinstance(num_envs, bool) or not isinstance(num_envs, (int, np.integer)) or num_envs < 1:
         raise ValueError(f"num_envs must be a positive int, got {num_envs!r}")
+    return int(num_envs)
+
+
+def make_env(name: str, num_envs: int, **options) -> VecEnv:
+    """Create a batched env of ``num_envs`` copies. See module docstring for options."""
+    num_envs = _num_envs_arg(num_envs)
     family, canonical = _resolve(name)
     opts = _normalize_options(family, canonical, options)
+    if family == "brax":
+        _require_brax(canonical)
     spec = _spec_cached(family, canonical, opts)
     cls = {"gymnax": GymnaxVecEnv, "brax": BraxVecEnv, "playground": PlaygroundVecEnv}[family]
-    return cls(canonical, int(num_envs), opts, spec)
+    return cls(canonical, num_envs, opts, spec)
+
+
+# --------------------------------------------------------------------------- bring your own env
+
+_PROTOCOL = ("spec", "num_envs", "reset", "step")
+
+
+def _short_repr(obj: Any, limit: int = 120) -> str:
+    r = repr(obj)
+    return r if len(r) <= limit else r[: limit - 3] + "..."
+
+
+def _is_gymnax_object(obj: Any) -> bool:
+    # an instance of gymnax's Environment implies gymnax is imported: no need to import it here
+    mod = sys.modules.get("gymnax.environments.environment")
+    return mod is not None and isinstance(obj, mod.Environment)
+
+
+def _gymnax_object(env: Any, options: dict):
+    """``(env, params)`` tuple or env object -> ``(name, opts, env, params)`` with options applied, or None."""
+    params = None
+    if isinstance(env, tuple) and len(env) == 2 and _is_gymnax_object(env[0]):
+        env, params = env
+    elif not _is_gymnax_object(env):
+        return None
+    if params is None:
+        params = env.default_params
+    try:
+        name = str(env.name)
+    except Exception:  # noqa: BLE001 -- a user env whose ``name`` is not implemented
+        name = type(env).__name__
+    opts = _normalize_options("gymnax", name, options)
+    if "env_kwargs" in dict(opts):
+        raise ValueError(
+            f"option 'env_kwargs' applies to gymnax env names only; construct the env object {name!r} with them"
+        )
+    return name, opts, env, _override_params(name, params, dict(opts))
+
+
+def _check_protocol(env: Any, options: dict) -> None:
+    """ValueError unless ``env`` implements the VecEnv protocol (module docstring) and ``options`` are unset."""
+    missing = [a for a in _PROTOCOL if not hasattr(env, a)]
+    if missing:
+        raise ValueError(
+            f"env object {_short_repr(env)} is not a gymnax Environment and does not implement prpo's "
+            f"VecEnv protocol: missing {', '.join(repr(a) for a in missing)} "
+            "(see 'Bring your own env' in prpo.envs)"
+        )
+    not_callable = [a for a in ("reset", "step") if not callable(getattr(env, a))]
+    if not_callable:
+        raise ValueError(
+            f"env object {_short_repr(env)}: {', '.join(repr(a) for a in not_callable)} must be methods "
+            "of prpo's VecEnv protocol"
+        )
+    if not isinstance(env.spec, EnvSpec):
+        raise ValueError(
+            f"env object {_short_repr(env)}: 'spec' must be a prpo.envs.EnvSpec, got {_short_repr(env.spec)}"
+        )
+    n = env.num_envs
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+        raise ValueError(f"env object {_short_repr(env)}: 'num_envs' must be a positive int, got {n!r}")
+    given = sorted(k for k, v in options.items() if v is not None)
+    if given:
+        raise ValueError(
+            f"options {given} cannot be applied to the VecEnv object {_short_repr(env)}; configure the object itself"
+        )
+
+
+def as_vec_env(env: Any, num_envs: int, **options) -> VecEnv:
+    """A :class:`VecEnv` of ``num_envs`` copies from an env name (= :func:`make_env`), a gymnax
+    environment object or ``(env, env_params)`` tuple (options ``max_episode_steps``,
+    ``env_params``), or an object implementing the VecEnv protocol (returned as it is, or through
+    its ``with_num_envs``). See "Bring your own env" in the module docstring."""
+    if isinstance(env, str):
+        return make_env(env, num_envs, **options)
+    num_envs = _num_envs_arg(num_envs)
+    gym = _gymnax_object(env, options)
+    if gym is not None:
+        name, opts, genv, params = gym
+        spec = _gymnax_spec_of(name, genv, params)
+        return GymnaxVecEnv(name, num_envs, opts, spec, env=genv, params=params)
+    _check_protocol(env, options)
+    if int(env.num_envs) == num_envs:
+        return env
+    if not callable(getattr(env, "with_num_envs", None)):
+        raise ValueError(
+            f"env object {_short_repr(env)} has num_envs={env.num_envs} but {num_envs} are asked for, and it has "
+            "no with_num_envs(n) method to make that many copies"
+        )
+    out = env.with_num_envs(num_envs)
+    _check_protocol(out, {})
+    if int(out.num_envs) != num_envs:
+        raise ValueError(
+            f"env object {_short_repr(env)}: with_num_envs({num_envs}) returned an env with num_envs={out.num_envs}"
+        )
+    return out
+
+
+def spec_of(env: Any, **options) -> EnvSpec:
+    """Static :class:`EnvSpec` of anything :func:`as_vec_env` takes (a name: :func:`env_spec`)."""
+    if isinstance(env, str):
+        return env_spec(env, **options)
+    gym = _gymnax_object(env, options)
+    if gym is not None:
+        name, _, genv, params = gym
+        return _gymnax_spec_of(name, genv, params)
+    _check_protocol(env, options)
+    return env.spec

@@ -28,7 +28,7 @@ import numpy as np
 from prpo.config import Config, ConfigError, Hyperparams, check_hyperparams
 from prpo.train import NonFiniteLossError, make_train
 
-__all__ = ["ExperimentResult", "grid_hyperparams", "run_experiment"]
+__all__ = ["ExperimentResult", "grid_hyperparams", "check_seeds", "run_experiment"]
 
 
 @dataclasses.dataclass
@@ -40,24 +40,36 @@ class ExperimentResult:
 
 
 def grid_hyperparams(base: Hyperparams, grid: dict[str, Sequence[float]] | None):
-    """Cartesian product of ``grid`` over ``base``: (batched Hyperparams with leaves [G], settings)."""
-    fields = {f.name for f in dataclasses.fields(Hyperparams)}
+    """Cartesian product of ``grid`` over ``base``: (batched Hyperparams with leaves [G], settings).
+
+    Every hyperparameter of ``base`` (shared and owned) can be swept; the product's settings are
+    range-checked before anything compiles.
+    """
+    names_all = base.names()
     grid = grid or {}
     for name in grid:
-        if name not in fields:
-            raise ConfigError(f"grid option {name!r} is not a hyperparameter; sweepable: {', '.join(sorted(fields))}")
+        if name not in names_all:
+            raise ConfigError(f"grid option {name!r} is not a hyperparameter of this config; sweepable: "
+                              f"{', '.join(sorted(names_all))}")
         if len(grid[name]) == 0:
             raise ConfigError(f"grid option {name!r} has no values")
     names = list(grid)
     settings = [dict(zip(names, values)) for values in itertools.product(*(grid[n] for n in names))] or [{}]
-    leaves = {}
-    for f in dataclasses.fields(Hyperparams):
-        vals = [float(s.get(f.name, getattr(base, f.name))) for s in settings]
-        leaves[f.name] = jnp.asarray(vals, jnp.float32)
-    batched = Hyperparams(**leaves)
+    column = lambda name: jnp.asarray([float(s.get(name, getattr(base, name))) for s in settings], jnp.float32)  # noqa: E731
+    batched = base.replace(**{name: column(name) for name in names_all})
     for s in settings:  # range-check every concrete setting before compiling
         check_hyperparams(base.replace(**{k: float(v) for k, v in s.items()}))
     return batched, settings
+
+
+def check_seeds(seeds, seed_devices=1, names=("seeds", "seed_devices")) -> None:
+    """The one check of a seed count and its device groups (CLI and Python API alike; ``names``
+    are the option names the message uses, e.g. the CLI's flags)."""
+    n_seeds, n_groups = names
+    if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds <= 0:
+        raise ConfigError(f"{n_seeds} must be a positive integer, got {seeds!r}")
+    if isinstance(seed_devices, bool) or not isinstance(seed_devices, int) or seed_devices <= 0 or seeds % seed_devices:
+        raise ConfigError(f"{n_groups}={seed_devices!r} must be a positive integer dividing {n_seeds}={seeds}")
 
 
 def _chunking(num_updates: int, target_chunks: int = 20) -> list[int]:
@@ -98,6 +110,7 @@ def run_experiment(
     policy=None,
     surrogate=None,
     seed_devices: int = 1,
+    env=None,
 ) -> ExperimentResult:
     """Train ``seeds`` seeds (× every ``grid`` setting) of ``cfg`` in one compile.
 
@@ -108,20 +121,18 @@ def run_experiment(
     ``cfg.devices > 1`` splits each run's envs over that many devices (``prpo.parallel``);
     ``seed_devices > 1`` lays the seeds over a second mesh axis of that many device groups
     (``seeds`` must be divisible by it); ``devices × seed_devices`` devices are used in all.
+    ``env``: train on this env object instead of ``cfg.env`` (see :func:`prpo.make_train`).
     """
-    if not isinstance(seeds, int) or seeds <= 0:
-        raise ConfigError(f"seeds must be a positive integer, got {seeds!r}")
-    if not isinstance(seed_devices, int) or seed_devices <= 0 or seeds % seed_devices:
-        raise ConfigError(f"seed_devices={seed_devices!r} must be a positive integer dividing seeds={seeds}")
+    check_seeds(seeds, seed_devices)
     t_start = time.perf_counter()
     sharded = cfg.devices > 1 or seed_devices > 1
     if sharded:
         from prpo import parallel
 
         mesh = parallel.make_mesh(cfg.devices, seed_devices)
-        trainer = parallel.make_sharded_train(cfg, mesh, policy=policy, network=network, surrogate=surrogate)
+        trainer = parallel.make_sharded_train(cfg, mesh, policy=policy, network=network, surrogate=surrogate, env=env)
     else:
-        trainer = make_train(cfg, policy=policy, network=network, surrogate=surrogate)
+        trainer = make_train(cfg, policy=policy, network=network, surrogate=surrogate, env=env)
     hps, settings = grid_hyperparams(cfg.hp, grid)
     n_set = len(settings)
     keys = jax.random.split(jax.random.key(seed), seeds)
@@ -154,7 +165,8 @@ def run_experiment(
         try:
             from tqdm.auto import tqdm
 
-            bar = tqdm(total=cfg.num_updates * cfg.batch_size, unit="step", unit_scale=True, desc=f"{cfg.algo} {cfg.env}")
+            bar = tqdm(total=cfg.num_updates * cfg.batch_size, unit="step", unit_scale=True,
+                       desc=f"{cfg.algo} {trainer.env.spec.name}")
         except ImportError:  # pragma: no cover
             bar = None
     chunks_out = []
@@ -193,7 +205,7 @@ def run_experiment(
     total_steps = env_steps * seeds * n_set
     summary = {
         "algo": cfg.algo,
-        "env": cfg.env,
+        "env": cfg.env if env is None else trainer.env.spec.name,
         "seeds": seeds,
         "settings": settings,
         "num_envs": cfg.num_envs,

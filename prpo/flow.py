@@ -1,6 +1,6 @@
 """Flow-matching policy families: FPO (flow policy + CFM-loss ratio) and PolicyFlow.
 
-**FPO** (Flow Matching Policy Gradients; ALGORITHMS.md §9). The policy is a conditional flow
+**FPO** (Flow Matching Policy Gradients, McAllister et al., 2025). The policy is a conditional flow
 ``x_1 ~ N(0, I)`` at ``t = 1`` integrated to the action at ``t = 0`` with ``flow_steps`` Euler
 steps ``x ← x − dt·v_θ(s, x, t)``. At rollout time every action stores ``n_mc`` pairs
 ``(t_i, ε_i)`` (``t_i`` on the grid ``{1/steps, …, 1}``) and their conditional flow-matching
@@ -15,7 +15,7 @@ losses ``ℓ_old,i``; the update step then uses
 so the family plugs into the generic update step: the surrogate (PPO clip with a small ε) sees a
 log-ratio like any other family's.
 
-**PolicyFlow** (ALGORITHMS.md §11; no public code — every choice here is ours, flagged). The
+**PolicyFlow** (no public code — every choice here is ours, flagged). The
 action is ``a = φ_1(z; s) + n`` with ``φ_1`` the flow integrated from ``z ~ N(0, I)`` at
 ``t = 0`` to ``t = 1`` (Euler, ``x ← x + dt·v``) and ``n ~ N(0, diag σ²)`` with a learned
 state-independent ``log σ``. The rollout stores ``z``, ``φ̂_1``, ``n = a − φ̂_1``, ``n_mc``

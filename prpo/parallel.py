@@ -40,7 +40,7 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from prpo.config import Config, ConfigError
+from prpo.config import Config, ConfigError, check_split
 from prpo.train import Trainer, make_train
 
 __all__ = [
@@ -104,7 +104,8 @@ def state_specs(state) -> object:
     return jax.tree_util.tree_map_with_path(spec, state)
 
 
-def make_sharded_train(cfg: Config, mesh: Mesh | None = None, policy=None, network=None, surrogate=None) -> Trainer:
+def make_sharded_train(cfg: Config, mesh: Mesh | None = None, policy=None, network=None, surrogate=None,
+                       env=None) -> Trainer:
     """A :class:`~prpo.train.Trainer` whose ``init``/``update``/``run``/``train`` run data-parallel.
 
     Same signatures as :func:`~prpo.train.make_train`'s functions; the state's per-env leaves
@@ -115,15 +116,8 @@ def make_sharded_train(cfg: Config, mesh: Mesh | None = None, policy=None, netwo
     if mesh is None:
         mesh = make_mesh(cfg.devices)
     n = mesh.shape[DATA]
-    if cfg.num_envs % n:
-        raise ConfigError(f"devices={n} must divide num_envs={cfg.num_envs}")
-    local_batch = cfg.batch_size // n
-    if local_batch % cfg.num_minibatches or (cfg.shuffle == "envs" and (cfg.num_envs // n) % cfg.num_minibatches):
-        raise ConfigError(
-            f"devices={n}: each device's batch ({cfg.num_envs // n} envs × {cfg.num_steps} steps) must split into "
-            f"num_minibatches={cfg.num_minibatches} equal minibatches (of whole envs for shuffle='envs')"
-        )
-    local = make_train(cfg, policy=policy, network=network, surrogate=surrogate, axis_name=DATA, num_shards=n)
+    check_split(cfg, n)
+    local = make_train(cfg, policy=policy, network=network, surrogate=surrogate, axis_name=DATA, num_shards=n, env=env)
 
     def smap(f, in_specs, out_specs):
         return jax.shard_map(f, mesh=mesh, in_specs=in_specs, out_specs=out_specs, check_vma=False)

@@ -1,17 +1,13 @@
-"""PQN (Gallici et al., 2025): parallelised Q-learning on the shared training loop.
+"""The value-based policy family: a LayerNorm Q-network acting ε-greedily (PQN's pieces).
 
-PQN is online Q-learning over a large vectorised env batch with no replay buffer and no target
-network; LayerNorm before every activation keeps TD stable. It reuses the on-policy machinery
-unchanged — the env adapters, :func:`prpo.rollout.collect`, the update loop of
-:mod:`prpo.train`, ``sgd_epochs`` and the seed / grid ``vmap`` — through three pieces:
+* :class:`QNetwork` / :func:`make_q_network` — ``obs -> Q [..., A]`` with LayerNorm before every
+  activation (an MLP, or a 3×3 conv torso for image observations);
+* :class:`QPolicy` — a policy family whose ``act`` is ε-greedy and whose ``aux["value"]`` is
+  ``max_a Q(s_t, a)`` at act time, so the training loop's bootstrap values (``value(final_obs)``
+  at truncation, ``value(last_obs)`` at the end of the rollout) are the Q(λ) bootstraps;
+* :func:`epsilon_greedy`, :func:`linear_epsilon` (the per-update ε schedule) and :func:`td_loss`.
 
-* :class:`QPolicy`, a policy family whose ``act`` is ε-greedy and whose ``aux["value"]`` is
-  ``max_a Q(s_t, a)`` at act time, so the loop's bootstrap values (``value(final_obs)`` at
-  truncation, ``value(last_obs)`` at the end of the rollout) are the Q(λ) bootstraps;
-* :func:`prpo.advantages.q_lambda_targets` (computed once per rollout, fixed across epochs);
-* :func:`make_td_loss`, the loss ``0.5 · mean (Q_θ(s, a) − sg(G))²`` fed to ``sgd_epochs``.
-
-The ε schedule is per update: ``ε_k = linear(eps_start → eps_finish over eps_decay · K updates)``.
+The algorithm that trains them (targets, loss, schedule, presets) is :mod:`prpo.algorithms.pqn`.
 """
 
 from __future__ import annotations
@@ -31,7 +27,6 @@ __all__ = [
     "epsilon_greedy",
     "linear_epsilon",
     "td_loss",
-    "make_td_loss",
     "make_q_network",
 ]
 
@@ -135,27 +130,4 @@ class QPolicy:
         return jnp.argmax(self.q_values(params, obs), axis=-1)
 
     def log_ratio(self, params, obs, action, aux, key=None):
-        raise TypeError("QPolicy is value-based: it has no likelihood ratio (use make_td_loss, algo='pqn')")
-
-
-def make_td_loss(cfg, policy: QPolicy):
-    """``loss(params, batch, hp, key, progress) -> (loss, metrics)`` for PQN minibatches.
-
-    ``batch.returns`` holds the Q(λ) targets computed once per rollout.
-    """
-    del cfg
-
-    def loss_fn(params, mb, hp, key, progress=0.0):
-        del hp, key, progress
-        q = policy.q_values(params, mb.obs)
-        q_taken = jnp.take_along_axis(q, mb.action[..., None].astype(jnp.int32), axis=-1)[..., 0]
-        loss = td_loss(q_taken, mb.returns).mean()
-        metrics = {
-            "loss": loss,
-            "td_loss": loss,
-            "q_mean": q_taken.mean(),
-            "target_mean": mb.returns.mean(),
-        }
-        return loss, metrics
-
-    return loss_fn
+        raise TypeError("QPolicy is value-based: it has no likelihood ratio (train it with algo='pqn')")

@@ -16,10 +16,10 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from prpo import objectives, regularizers
+from prpo import objectives, registry, regularizers
 from prpo.advantages import normalize
 
-__all__ = ["Batch", "SURROGATES", "bpo_surrogate", "decoupled_surrogate", "needs_context", "kl_coefficient", "make_optimizer", "make_loss", "sgd_epochs"]
+__all__ = ["Batch", "SURROGATES", "needs_context", "kl_coefficient", "make_optimizer", "make_loss", "sgd_epochs"]
 
 
 @flax.struct.dataclass
@@ -38,58 +38,17 @@ Surrogate = Callable[[jax.Array, jax.Array, Any], tuple[jax.Array, dict]]
 
 def needs_context(fn):
     """Mark a surrogate as ``f(log_ratio, adv, hp, ctx)``: ``ctx`` holds the minibatch's
-    ``returns`` and ``old_value`` and the policy family's extras (``value``, ``entropy``,
-    ``median``, ...) for objectives that need more than the advantage (BPO)."""
+    ``returns``, ``old_value`` and ``aux`` and the policy family's extras (``value``,
+    ``entropy``, ``log_prob``, ``median``, ...) for objectives that need more than the advantage
+    (BPO, PPO-EWMA)."""
     fn.needs_context = True
     return fn
 
 
-@needs_context
-def bpo_surrogate(log_ratio, adv, hp, ctx):
-    """BPO: ``|r − ρ*|·|R − sg V(s)| + c_u·g(R − u(s))`` with ``ρ* = 1 − ε_l + (ε_l + ε_h)σ((R − u)/λ)``.
-
-    ``R`` are the GAE returns (``A + V_old``); ``adv`` is unused (BPO weights by ``R − V``);
-    ``hp.bpo_clamp > 0`` clips ``(R − u)/λ`` to ±bpo_clamp first (rsl_rl), 0 disables it (SB3).
-    """
-    del adv
-    returns, median = ctx["returns"], ctx["median"]
-    x = returns - median
-    bound = hp.bpo_clamp * hp.bpo_temp
-    x_target = jnp.where(hp.bpo_clamp > 0, jnp.clip(x, -bound, bound), x)
-    rho_star = objectives.bpo_target_ratio(x_target, hp.bpo_eps_low, hp.bpo_eps_high, hp.bpo_temp)
-    weight = returns - jax.lax.stop_gradient(ctx["value"])
-    loss, diag = objectives.bpo(log_ratio, rho_star, weight)
-    return loss + hp.bpo_median_coef * objectives.median_loss(x), diag
-
-
-#: Named surrogates ``f(log_ratio, adv, hp) -> (per-sample loss, diagnostics)``.
-SURROGATES: dict[str, Surrogate] = {
-    "clip": lambda lr, adv, hp: objectives.ppo_clip(lr, adv, hp.clip_eps),
-    "dual_clip": lambda lr, adv, hp: objectives.dual_clip(lr, adv, hp.clip_eps, hp.dual_clip_c),
-    "pg": lambda lr, adv, hp: objectives.policy_gradient(lr, adv),
-    "spo": lambda lr, adv, hp: objectives.spo(lr, adv, hp.clip_eps),
-    "pspo": lambda lr, adv, hp: objectives.pspo(lr, adv, hp.pspo_alpha),
-    "ce_gppo": lambda lr, adv, hp: objectives.ce_gppo(lr, adv, hp.clip_eps, hp.ce_beta_low, hp.ce_beta_high, hp.dual_clip_c),
-    "topr": lambda lr, adv, hp: objectives.topr(lr, adv),
-    "ratio_var": lambda lr, adv, hp: objectives.ratio_variance_penalty(lr, adv, hp.rv_nu, hp.rv_delta),
-    "bpo": bpo_surrogate,
-    "decoupled": None,  # set below (needs context)
-}
-
-
-@needs_context
-def decoupled_surrogate(log_ratio, adv, hp, ctx):
-    """PPO-EWMA / decoupled PPO: clip against the proximal policy π_prox (an EWMA of the
-    parameters), importance-weight by π_θ/π_behaviour with the weight capped at 100.
-
-    ``log_ratio`` is log π_θ − log π_b (rollout policy); ``ctx["aux"]["log_prob_prox"]`` holds
-    log π_prox of the batch's actions.
-    """
-    log_ratio_prox = ctx["log_prob"] - ctx["aux"]["log_prob_prox"]
-    return objectives.decoupled_clip(log_ratio_prox, log_ratio, adv, hp.clip_eps)
-
-
-SURROGATES["decoupled"] = decoupled_surrogate
+#: Named surrogates ``f(log_ratio, adv, hp) -> (per-sample loss, diagnostics)`` (``Config.objective``);
+#: the algorithm modules register theirs (:func:`prpo.registry.register_surrogate`). A function
+#: added here by hand is a valid objective too.
+SURROGATES = registry.SURROGATES
 
 
 def make_optimizer(cfg, hp, num_updates: int) -> optax.GradientTransformation:

@@ -1,4 +1,4 @@
-"""A2C is a special case of PPO (ALGORITHMS.md §7): exactness against a hand-written A2C."""
+"""A2C is a special case of PPO: exactness against a hand-written A2C."""
 
 import jax
 import jax.numpy as jnp

@@ -1,4 +1,6 @@
 import functools
+import subprocess
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -6,6 +8,7 @@ import numpy as np
 import pytest
 
 from prpo.envs import (
+    BRAX_ENV_NAMES,
     Box,
     Discrete,
     EnvSpec,
@@ -205,6 +208,48 @@ def test_vecenv_hashable_and_specs():
         env_family("Cartpole")
 
 
+def test_with_num_envs_gymnax():
+    a = make_env("CartPole-v1", 4, max_episode_steps=20)
+    b = a.with_num_envs(6)
+    assert b == make_env("CartPole-v1", 6, max_episode_steps=20) and hash(b) == hash(make_env("CartPole-v1", 6, max_episode_steps=20))
+    assert b.num_envs == 6 and a.num_envs == 4 and b.spec == a.spec and b.options == a.options
+    assert a.with_num_envs(4) is a
+    state, obs = b.reset(jax.random.key(0))
+    assert obs.shape == (6, 4) and state.episode_length.shape == (6,)
+    state, ts = b.step(state, jnp.zeros((6,), jnp.int32), jax.random.key(1))
+    assert ts.obs.shape == (6, 4)
+    with pytest.raises(ValueError, match="num_envs"):
+        a.with_num_envs(0)
+
+
+# --------------------------------------------------------------------------- brax is optional
+
+
+def test_brax_env_names_match_brax_registry():
+    brax_envs = pytest.importorskip("brax.envs")
+    assert BRAX_ENV_NAMES == tuple(sorted(brax_envs._envs))
+    assert list_envs()["brax"] == list(BRAX_ENV_NAMES)
+
+
+def test_gymnax_run_imports_no_brax():
+    """``import prpo`` and a CartPole run import neither brax nor mujoco (nor print anything on stderr)."""
+    code = (
+        "import sys, jax, prpo\n"
+        "from prpo import envs\n"
+        "env = envs.make_env('CartPole-v1', 2)\n"
+        "s, o = env.reset(jax.random.key(0))\n"
+        "s, ts = env.step(s, env.sample_actions(jax.random.key(1)), jax.random.key(2))\n"
+        "assert envs.env_family('ant') == 'brax' and 'ant' in envs.list_envs()['brax']\n"
+        "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('brax', 'mujoco', 'mujoco_playground'))\n"
+        "print('IMPORTED', bad)\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "IMPORTED []" in r.stdout, r.stdout
+    assert "Failed to import" not in r.stdout + r.stderr
+    assert "Warning" not in r.stderr, r.stderr
+
+
 # --------------------------------------------------------------------------- errors
 
 
@@ -256,6 +301,11 @@ def test_brax_spec():
     a = make_env("inverted_pendulum", 2, backend="positional", max_episode_steps=5)
     b = make_env("brax/inverted_pendulum", 2, backend="positional", episode_length=5)
     assert a == b
+    c = a.with_num_envs(3)
+    assert c == make_env("inverted_pendulum", 3, backend="positional", max_episode_steps=5) and c != a
+    assert c.num_envs == 3 and c.spec == a.spec
+    state, obs = c.reset(jax.random.key(0))
+    assert obs.shape == (3, 4) and state.init[1].shape == (3, 4)
 
 
 def test_brax_rollout(brax_traj):

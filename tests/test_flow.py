@@ -240,12 +240,19 @@ def test_policyflow_learns_pendulum():
 def test_cli_trains_generative_algorithms(algo, capsys):
     from prpo.cli import main
 
+    own = {"fpo": ["flow_steps=2", "n_mc=2"], "policyflow": ["flow_steps=2", "n_mc=2"],
+           "dppo": ["diffusion_steps=3", "ddim_eval_steps=3"]}[algo]
     code = main(["train", algo, "--env", "Pendulum-v1", "--num-envs", "4", "--total-steps", "64", "--no-progress",
                  "--set", "num_steps=16", "--set", "num_minibatches=2", "--set", "update_epochs=1",
-                 "--set", "actor_hidden=8", "--set", "critic_hidden=8", "--set", "flow_steps=2",
-                 "--set", "diffusion_steps=3", "--set", "ddim_eval_steps=3", "--set", "n_mc=2"])
+                 "--set", "actor_hidden=8", "--set", "critic_hidden=8", *sum((["--set", o] for o in own), [])])
     out = capsys.readouterr().out
     assert code == 0 and f'"algo": "{algo}"' in out and '"env_steps": 64' in out
+    # another family's option is refused, naming its owner
+    foreign = "n_mc=2" if algo == "dppo" else "diffusion_steps=3"
+    with pytest.raises(SystemExit) as e:
+        main(["train", algo, "--env", "Pendulum-v1", "--set", foreign])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and "belongs to policy" in err and "does not use it" in err
     with pytest.raises(SystemExit) as e:
         main(["train", algo, "--env", "CartPole-v1"])
     assert e.value.code == 2 and "continuous action space" in capsys.readouterr().err

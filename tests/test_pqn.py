@@ -7,10 +7,11 @@ import pytest
 
 import prpo
 from prpo import algorithms
-from prpo.advantages import q_lambda_targets
+from prpo.advantages import lambda_returns
 from prpo.config import ConfigError, preset
 from prpo.experiment import run_experiment
-from prpo.qlearning import QNetwork, QPolicy, epsilon_greedy, linear_epsilon, make_q_network, make_td_loss
+from prpo.algorithms.pqn import make_td_loss
+from prpo.qlearning import QNetwork, QPolicy, epsilon_greedy, linear_epsilon, make_q_network
 from prpo.rollout import collect
 from prpo.train import make_train
 from prpo.update import Batch
@@ -42,6 +43,11 @@ def _episode_data(T=9, N=3, A=4, seed=0):
     trunc[4, 0] = trunc[3, 2] = True  # truncations inside the rollout
     trunc[T - 1, 1] = True  # and at its last step
     return r, next_q, term, trunc
+
+
+def q_lambda_targets(rewards, next_q, terminated, truncated, gamma, lam):
+    """Peng's Q(λ) targets of full next-state Q arrays: λ-returns of max_a q' (what PQN feeds the loop)."""
+    return lambda_returns(rewards, next_q.max(axis=-1), terminated, truncated, gamma, lam)
 
 
 @pytest.mark.parametrize("jit", [False, True])
@@ -220,7 +226,7 @@ def test_pqn_presets_and_in_loop_evaluation():
 
 @pytest.mark.slow
 def test_pqn_solves_cartpole_greedy():
-    """ISSUE 4 / BENCHMARKS.md (purejaxql: greedy test 500): 4 seeds, 5e5 steps, greedy ≥ 475.
+    """purejaxql reports a greedy test return of 500: 4 seeds, 5e5 steps, greedy ≥ 475.
     Spread over 32 seeds (benchmarks/learning_spread.py, H200): every greedy score is 500."""
     cfg = algorithms.get("pqn").config("CartPole-v1", eval_every=0)
     result = run_experiment(cfg, seeds=4, progress=False)

@@ -149,7 +149,7 @@ def test_config_errors_before_compile():
 
 @pytest.mark.slow
 def test_ppo_solves_cartpole():
-    """ALGORITHMS.md §2 / BENCHMARKS.md: PPO reaches ≈ 500 on CartPole-v1 in 5e5 steps.
+    """PureJaxRL: PPO reaches ≈ 500 on CartPole-v1 in 5e5 steps.
     Spread over 32 seeds (benchmarks/learning_spread.py, H200): all 32 end at 500."""
     cfg = preset("ppo-cartpole")
     result = run_experiment(cfg, seeds=4, progress=False)
@@ -164,7 +164,7 @@ def test_ppo_solves_cartpole():
 
 @pytest.mark.slow
 def test_ppo_learns_pendulum():
-    """Gymnax baselines report ≈ −130 after 1e6 steps (BENCHMARKS.md); a random policy scores ≈ −1200.
+    """Gymnax baselines report ≈ −130 after 1e6 steps; a random policy scores ≈ −1200.
     Spread over 32 seeds (H200): mean −154, std 25, worst −237; no 4-seed mean falls below −250."""
     cfg = preset("ppo-classic-continuous")
     result = run_experiment(cfg, seeds=4, progress=False)
