@@ -214,6 +214,7 @@ class Algorithm:
     preset_docs: dict = dataclasses.field(default_factory=dict)  # kind -> one line for `prpo list`
     options: dict = dataclasses.field(default_factory=dict)  # name -> registry.Option (owned)
     action_spaces: tuple[str, ...] = ("discrete", "continuous")
+    policies: tuple[str, ...] | None = None  # the policy families (Config.policy) it works with; None: any
     check_config: Callable[[Config], None] | None = None  # env-free checks, run by Config itself
     base: str = "ppo"  # whose presets "<base>-<kind>" this algorithm's defaults start from
     # engine hooks

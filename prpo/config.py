@@ -254,6 +254,10 @@ class Config:
         if self.policy != "auto" and self.policy not in registry.POLICIES:
             raise ConfigError(f"policy={self.policy!r} is not allowed; allowed values: "
                               f"{fmt_choices(['auto', *registry.POLICIES])}")
+        allowed = getattr(registry.ALGORITHMS[self.algo], "policies", None)
+        if allowed is not None and self.policy not in allowed:
+            raise ConfigError(f"policy={self.policy!r} is not allowed with algo={self.algo!r} (its own network and "
+                              f"hooks); allowed values: {fmt_choices(allowed)}")
         owners = registry.owners(self.algo, self.objective, self.policy)
         static_specs, hyper_specs = {}, {}
         for _, opts, _ in owners:

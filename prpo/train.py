@@ -49,7 +49,7 @@ class TrainState:
     update: jax.Array  # number of updates done (int32)
     last_return: jax.Array  # mean return of the most recent update with finished episodes
     nonfinite_update: jax.Array  # index of the first update with a non-finite loss, -1 if none
-    algo_state: Any = None  # the algorithm's own state (Algorithm.init_state; PPO-EWMA: proximal parameters)
+    algo_state: Any = None  # the algorithm's own state (Algorithm.init_state / update_state)
     eval_return: Any = None  # latest in-loop evaluation return (Config.eval_every > 0), NaN before the first
 
 
@@ -105,7 +105,7 @@ def make_train(
     default family. Both default from the algorithm and the env's action space. ``surrogate``:
     any ``f(log_ratio, adv, hp) -> (per-sample loss, diagnostics)``; defaults to
     ``SURROGATES[cfg.objective]``. ``init_params``: start from these parameters instead of
-    ``policy.init`` (e.g. a pretrained denoiser for DPPO fine-tuning,
+    ``policy.init`` (e.g. a pretrained denoiser to fine-tune,
     :func:`prpo.diffusion.finetune_params`). ``env``: an env object to train on instead of the
     named ``cfg.env`` — a gymnax environment (or ``(env, env_params)``) or any object with
     prpo's vectorised env protocol (:mod:`prpo.envs`, "Bring your own env").

@@ -2,7 +2,7 @@
 
 ``loss = mean surrogate(log_ratio, A, hp) + c_v · mean value_loss − c_e · mean entropy``
 
-Everything algorithm-specific enters as a function: the surrogate (PPO clip, dual clip,
+Everything algorithm-specific enters as a function: the surrogate (a clipped ratio, a
 plain policy gradient, ...) and the policy family's ``log_ratio``. The step itself is the same
 for every on-policy algorithm.
 """
@@ -39,8 +39,7 @@ Surrogate = Callable[[jax.Array, jax.Array, Any], tuple[jax.Array, dict]]
 def needs_context(fn):
     """Mark a surrogate as ``f(log_ratio, adv, hp, ctx)``: ``ctx`` holds the minibatch's
     ``returns``, ``old_value`` and ``aux`` and the policy family's extras (``value``,
-    ``entropy``, ``log_prob``, ``median``, ...) for objectives that need more than the advantage
-    (BPO, PPO-EWMA)."""
+    ``entropy``, ``log_prob``, ...) for objectives that need more than the advantage."""
     fn.needs_context = True
     return fn
 
@@ -66,7 +65,7 @@ def make_optimizer(cfg, hp, num_updates: int) -> optax.GradientTransformation:
 
     if cfg.optimizer == "adam":
         scale = optax.scale_by_adam(eps=hp.adam_eps)
-    elif cfg.optimizer == "radam":  # rectified Adam (PQN)
+    elif cfg.optimizer == "radam":  # rectified Adam
         scale = optax.scale_by_radam(eps=hp.adam_eps)
     else:  # RMSprop as in PyTorch: g / (sqrt(v) + eps)
         scale = optax.scale_by_rms(decay=hp.rms_decay, eps=hp.adam_eps, eps_in_sqrt=False)
@@ -78,7 +77,7 @@ def make_optimizer(cfg, hp, num_updates: int) -> optax.GradientTransformation:
 
 
 def kl_coefficient(cfg, hp, progress):
-    """Weight of the KL(π‖π_k) term: 0, ``kl_coef``, or MDPO's ``kl_coef / t_k`` with
+    """Weight of the KL(π‖π_k) term: 0, ``kl_coef``, or the mirror-descent ``kl_coef / t_k`` with
     ``t_k = 1 − (k − 1)/K`` (``progress`` = (k − 1)/K), which grows ≈ K× over training."""
     if cfg.kl_schedule == "none":
         return 0.0
@@ -106,7 +105,7 @@ def make_loss(cfg, policy, surrogate: Surrogate, axis_name=None):
         else:
             log_ratio, extra = policy.log_ratio(params, mb.obs, mb.action, mb.aux, key)
         adv = normalize(mb.advantages, axis_name=axis_name) if cfg.adv_norm == "minibatch" else mb.advantages
-        # several ratios per action ([B, K]: DPPO's denoising steps, FPO's per-pair ratios): each
+        # several ratios per action ([B, K]: denoising steps, per-pair flow ratios): each
         # is its own sample; the action's advantage is broadcast, optionally weighted per ratio
         # (extra["adv_weight"]) and clipped with a per-ratio ε (extra["clip_eps"])
         adv = adv.reshape(adv.shape + (1,) * (log_ratio.ndim - adv.ndim))
@@ -129,7 +128,7 @@ def make_loss(cfg, policy, surrogate: Surrogate, axis_name=None):
         if cfg.kl_schedule != "none":
             kl_loss = regularizers.kl_penalty(extra["kl"], kl_coefficient(cfg, hp, progress)).mean()
             loss = loss + kl_loss
-        if "penalty" in extra:  # a family's own regulariser, already weighted (PolicyFlow's Brownian term)
+        if "penalty" in extra:  # a family's own regulariser, already weighted
             loss = loss + extra["penalty"].mean()
         diag = objectives.ratio_diagnostics(log_ratio, hp.clip_eps)
         metrics = {

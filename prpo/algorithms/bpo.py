@@ -14,7 +14,6 @@ import jax.numpy as jnp
 
 from prpo import objectives
 from prpo.algorithm import Algorithm, actor_critic_policy, register
-from prpo.config import ConfigError
 from prpo.registry import hyperparameter, register_surrogate
 
 __all__ = ["BPO", "bpo_surrogate"]
@@ -41,9 +40,6 @@ register_surrogate("bpo", bpo_surrogate, needs_context=True, algorithm="bpo")
 
 
 def _policy_with_median_head(cfg, spec, network=None):
-    if cfg.policy != "auto":
-        raise ConfigError(f"algorithm 'bpo' needs its actor-critic with a median head; policy={cfg.policy!r} "
-                          "is not allowed (allowed: 'auto')")
     return actor_critic_policy(cfg, spec, network, median_head=True)
 
 
@@ -62,5 +58,6 @@ BPO = register(Algorithm(
         "bpo_clamp": hyperparameter(0.0, "clip (R − u)/λ to ±bpo_clamp (rsl_rl: 10); 0 = no clamp (SB3)",
                                     lambda v: v >= 0, ">= 0"),
     },
+    policies=("auto",),  # the actor-critic with a median head
     make_policy=_policy_with_median_head,
 ))

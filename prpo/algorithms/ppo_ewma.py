@@ -13,7 +13,6 @@ import jax
 
 from prpo import objectives
 from prpo.algorithm import Algorithm, register
-from prpo.config import ConfigError
 from prpo.registry import hyperparameter, register_surrogate
 
 __all__ = ["PPO_EWMA", "decoupled_surrogate"]
@@ -47,12 +46,6 @@ def _ewma(algo_state, params, hp):
     return {"prox_params": prox}
 
 
-def _check(cfg):
-    if cfg.policy != "auto":
-        raise ConfigError(f"algorithm 'ppo_ewma' needs an explicit likelihood; policy={cfg.policy!r} is not allowed "
-                          "(allowed: 'auto')")
-
-
 PPO_EWMA = register(Algorithm(
     name="ppo_ewma",
     description="PPO-EWMA / decoupled PPO: clip to an EWMA proximal policy (batch-size invariance)",
@@ -61,7 +54,7 @@ PPO_EWMA = register(Algorithm(
         "ewma_decay": hyperparameter(0.9, "π_prox ← β·π_prox + (1 − β)·π_θ after each update (β UNVERIFIED)",
                                      lambda v: 0 <= v < 1, "in [0, 1)"),
     },
-    check_config=_check,
+    policies=("auto",),  # the decoupled surrogate needs the explicit log-probability
     init_state=_init_state,
     prepare_batch=_prox_log_prob,
     update_state=_ewma,

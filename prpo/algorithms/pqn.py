@@ -69,9 +69,6 @@ def make_td_loss(cfg, policy: QPolicy, surrogate=None, axis_name=None):
 def _check(cfg):
     if cfg.normalize_reward:
         raise ConfigError("normalize_reward=True is not used by pqn; scale rewards with reward_scale instead")
-    if cfg.policy != "auto":
-        raise ConfigError(f"algorithm 'pqn' acts ε-greedily on its Q-network; policy={cfg.policy!r} is not allowed "
-                          "(allowed: 'auto')")
 
 
 PQN = register(Algorithm(
@@ -102,6 +99,7 @@ PQN = register(Algorithm(
                                     "in (0, 1]"),
     },
     action_spaces=("discrete",),
+    policies=("auto",),  # ε-greedy on its own Q-network
     check_config=_check,
     make_policy=_policy,
     make_loss=make_td_loss,
