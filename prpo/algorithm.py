@@ -35,7 +35,7 @@ Register it with :func:`prpo.algorithms.register`; adding an algorithm is one ne
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable
+from typing import Callable
 
 import jax.numpy as jnp
 

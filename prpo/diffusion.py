@@ -36,7 +36,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from prpo.networks import ACTIVATIONS, MLP, orthogonal
+from prpo.networks import MLP, orthogonal
 
 __all__ = [
     "cosine_beta_schedule",

@@ -6,3 +6,13 @@ XLA's intra-op thread pool from inside that pool; ``prpo.networks.orthogonal`` m
 the batch instead, and ``test_networks.py`` checks that no batched QR is traced.) A per-test
 ``timeout`` (pyproject.toml, pytest-timeout) turns any future hang into a failure with stacks.
 """
+
+import pytest
+
+
+@pytest.fixture(params=[False, True], ids=["nojit", "jit"])
+def maybe_jit(request):
+    """Run a test's function both as is and under jax.jit."""
+    import jax
+
+    return jax.jit if request.param else (lambda f: f)

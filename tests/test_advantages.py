@@ -8,11 +8,6 @@ import pytest
 from prpo.advantages import gae, lambda_returns, normalize
 
 
-@pytest.fixture(params=[False, True], ids=["nojit", "jit"])
-def maybe_jit(request):
-    return jax.jit if request.param else (lambda f: f)
-
-
 T, N = 7, 3
 TOL = dict(rtol=1e-5, atol=1e-5)
 

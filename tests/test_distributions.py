@@ -5,14 +5,8 @@ import math
 import jax
 import jax.numpy as jnp
 import numpy as np
-import pytest
 
 from prpo import distributions as D
-
-
-@pytest.fixture(params=[False, True], ids=["nojit", "jit"])
-def maybe_jit(request):
-    return jax.jit if request.param else (lambda f: f)
 
 
 RNG = np.random.default_rng(0)

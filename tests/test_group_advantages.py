@@ -1,15 +1,9 @@
 """Tests for prpo.advantages.grpo_advantages (GRPO / Dr. GRPO) against numpy loops."""
 
-import jax
 import numpy as np
 import pytest
 
 from prpo.advantages import grpo_advantages
-
-
-@pytest.fixture(params=[False, True], ids=["nojit", "jit"])
-def maybe_jit(request):
-    return jax.jit if request.param else (lambda f: f)
 
 
 TOL = dict(rtol=1e-5, atol=1e-5)

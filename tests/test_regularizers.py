@@ -3,14 +3,8 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
-import pytest
 
 from prpo.regularizers import clipped_value_loss, entropy_loss, kl_penalty, value_loss
-
-
-@pytest.fixture(params=[False, True], ids=["nojit", "jit"])
-def maybe_jit(request):
-    return jax.jit if request.param else (lambda f: f)
 
 
 TOL = dict(rtol=1e-6, atol=1e-6)
