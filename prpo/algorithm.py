@@ -237,6 +237,12 @@ class Algorithm:
     def config(self, env="CartPole-v1", preset_name: str | None = None, **overrides) -> Config:
         """The config of this algorithm on ``env`` (a name): its defaults for the env's kind — or
         the named preset, which must be this algorithm's or a base preset — then ``overrides``."""
+        if "algo" in overrides:
+            raise ConfigError(f"algo is fixed by the algorithm ({self.name!r}); use "
+                              f"prpo.algorithms.get({overrides['algo']!r}).config(...) for another")
+        if not isinstance(env, str):
+            raise ConfigError(f"env must be an env name (a string), got {type(env).__name__}; to train on an env "
+                              "object pass it as make_train(cfg, env=...) / run_experiment(cfg, env=...)")
         if preset_name is None:
             if isinstance(env, str):  # the action space first: its error says more than a default's
                 self._check_action_space(_as_config_error(envs_lib.env_spec, env))

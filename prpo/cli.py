@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 
 from prpo import algorithms, registry
 from prpo.config import PRESETS, ConfigError, option_names
-from prpo.experiment import check_seeds
+from prpo.experiment import MAX_SEED, check_grid, check_seed, check_seed_index, check_seeds
 
 __all__ = ["main", "build_parser"]
 
@@ -30,8 +31,43 @@ examples:
 """
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors (``prpo: error: ...``, exit 2) and no prefix matching, so a
+    typo such as ``--num-env`` is an error instead of an abbreviation of ``--num-envs``."""
+
+    def __init__(self, *args, **kw):
+        kw.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kw)
+
+    def error(self, message):
+        self.exit(2, f"prpo: error: {message} (see `python -m prpo train --help`)\n")
+
+
+def _count(flag: str):
+    """argparse type: a positive integer, also written as a float (``1e6``); nan / inf / 1.5 refused."""
+
+    def parse(text: str) -> int:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a positive integer (e.g. 100000 or 1e5), got {text!r}") from None
+        if not math.isfinite(value) or value != int(value) or value <= 0:
+            raise argparse.ArgumentTypeError(f"expected a positive integer (e.g. 100000 or 1e5), got {text!r}")
+        return int(value)
+
+    parse.__name__ = flag
+    return parse
+
+
+def _int(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="python -m prpo",
         description="prpo: functional, jit-compiled policy optimisation in JAX.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -40,6 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="{train,list}")
     tr = sub.add_parser(
         "train",
+        allow_abbrev=False,
         help="train an algorithm on an environment",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
         description="Train ALGO on ENV: all seeds (and --grid settings) vmapped in one compile. "
@@ -48,21 +85,24 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("algo", nargs="?", default="ppo", help=f"algorithm, one of: {', '.join(algorithms.names())}")
     tr.add_argument("--env", default="CartPole-v1", help="environment name (gymnax or brax; see `python -m prpo list`)")
     tr.add_argument("--preset", default=None, help="named preset (default: picked from the env family); one of: " + ", ".join(PRESETS))
-    tr.add_argument("--seeds", type=int, default=1, help="number of seeds trained in parallel (vmapped)")
-    tr.add_argument("--seed", type=int, default=0, help="base random seed")
-    tr.add_argument("--num-envs", type=int, default=None, help="parallel environments per seed (default: the preset's)")
-    tr.add_argument("--total-steps", type=float, default=None, help="environment steps per seed (default: the preset's)")
+    tr.add_argument("--seeds", type=_int, default=1, help="number of seeds trained in parallel (vmapped)")
+    tr.add_argument("--seed", type=_int, default=0, help=f"base random seed, an integer in [0, {MAX_SEED}]")
+    tr.add_argument("--seed-index", type=_int, default=None, metavar="K",
+                    help="train only seed K of the --seeds batch (its key is the K-th of the batch's keys)")
+    tr.add_argument("--num-envs", type=_int, default=None, help="parallel environments per seed (default: the preset's)")
+    tr.add_argument("--total-steps", type=_count("--total-steps"), default=None,
+                    help="environment steps per seed, e.g. 1e6 (default: the preset's)")
     tr.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override an option or hyperparameter (repeatable)")
     tr.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2,...", help="sweep a hyperparameter over values (repeatable; cartesian product)")
     tr.add_argument("--devices", default=None, metavar="N|all",
                     help="split each run's envs over N devices (data parallel; 'all': every device); default 1")
-    tr.add_argument("--seed-devices", type=int, default=1, metavar="M",
+    tr.add_argument("--seed-devices", type=_int, default=1, metavar="M",
                     help="lay the seeds over M device groups (a second mesh axis; uses devices × M devices)")
     tr.add_argument("--distributed", action="store_true",
                     help="multi-host: call jax.distributed.initialize first (arguments from SLURM/MPI/TPU env)")
     tr.add_argument("--out", default=None, metavar="DIR", help="write summary.json and metrics.jsonl here")
     tr.add_argument("--no-progress", action="store_true", help="disable the progress bar")
-    sub.add_parser("list", help="list algorithms, presets, environments and options")
+    sub.add_parser("list", help="list algorithms, presets, environments and options", allow_abbrev=False)
     return parser
 
 
@@ -72,37 +112,50 @@ def _kv(items, flag) -> dict[str, str]:
         if "=" not in item:
             raise ConfigError(f"{flag} expects KEY=VALUE, got {item!r}")
         k, v = item.split("=", 1)
-        out[k.strip()] = v.strip()
+        k = k.strip()
+        if k in out:
+            raise ConfigError(f"{flag} {k}=... is given twice ({k}={out[k]!r} and {k}={v.strip()!r}); give it once")
+        out[k] = v.strip()
     return out
 
 
+#: flags that set a config option, and the option: giving both is refused
+_FLAG_OPTIONS = {"num_envs": "--num-envs", "total_timesteps": "--total-steps", "devices": "--devices"}
+
+
 def config_from_args(args):
-    """Build and validate the Config (no compilation)."""
+    """Build and validate the Config and the grid (no compilation)."""
     algo = algorithms.get(args.algo)
     overrides = {}
     if args.num_envs is not None:
         overrides["num_envs"] = args.num_envs
     if args.total_steps is not None:
-        if args.total_steps != int(args.total_steps) or args.total_steps <= 0:
-            raise ConfigError(f"--total-steps must be a positive integer, got {args.total_steps!r}")
-        overrides["total_timesteps"] = int(args.total_steps)
+        overrides["total_timesteps"] = args.total_steps
     if args.devices is not None:
-        from prpo.parallel import resolve_devices
-
-        overrides["devices"] = resolve_devices(args.devices)
-    overrides.update(_kv(args.set, "--set"))
+        overrides["devices"] = args.devices
+    sets = _kv(args.set, "--set")
+    for key, flag in _FLAG_OPTIONS.items():
+        if key in sets and key in overrides:
+            raise ConfigError(f"{key} is given twice: {flag} {overrides[key]} and --set {key}={sets[key]}; give it once")
     for key in ("algo", "env"):
-        if key in overrides:
+        if key in sets:
             raise ConfigError(f"set {key} with {'the positional ALGO argument' if key == 'algo' else '--env'}, not --set {key}=...")
+    overrides.update(sets)
     cfg = algo.config(args.env, args.preset, **overrides)
     grid = {}
     for k, v in _kv(args.grid, "--grid").items():
         try:
-            grid[k] = [float(x) for x in v.split(",") if x]
+            grid[k] = [float(x) for x in v.split(",") if x.strip()]
         except ValueError:
             raise ConfigError(f"--grid {k}={v!r}: expected comma-separated numbers") from None
+        if k in sets:
+            raise ConfigError(f"{k} is both set (--set {k}={sets[k]}) and swept (--grid {k}={v}); give one")
+    check_grid(cfg.hp, grid)
     check_seeds(args.seeds, args.seed_devices, names=("--seeds", "--seed-devices"))
-    if cfg.devices > 1 or args.seed_devices > 1:  # enough devices? (before any compile)
+    check_seed(args.seed, "--seed")
+    if args.seed_index is not None:
+        check_seed_index(args.seed_index, args.seeds, names=("--seed-index", "--seeds"))
+    if args.seed_devices > 1 or cfg.devices > 1:  # enough devices? (before any compile)
         from prpo.parallel import make_mesh
 
         make_mesh(cfg.devices, args.seed_devices)
@@ -132,6 +185,30 @@ def _cmd_list() -> int:
     return 0
 
 
+#: environment variables by which a cluster launcher tells jax.distributed.initialize where it runs
+_CLUSTER_VARS = ("SLURM_JOB_ID", "OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "TPU_WORKER_HOSTNAMES", "CLOUD_TPU_TASK_ID",
+                 "MEGASCALE_COORDINATOR_ADDRESS")
+
+
+def _initialize_distributed() -> None:
+    """``--distributed``: join the cluster the launcher describes, or say what is missing."""
+    import os
+
+    if not any(v in os.environ for v in _CLUSTER_VARS):
+        raise ConfigError(
+            "--distributed found no cluster environment (none of " + ", ".join(_CLUSTER_VARS) + " is set); launch "
+            "every process with `srun python -m prpo train --distributed ...` (SLURM), `mpirun -n N python -m prpo "
+            "train --distributed ...` (Open MPI) or on every TPU-pod worker, or call prpo.initialize_distributed("
+            "coordinator_address, num_processes, process_id) from Python (docs/scaling.md)"
+        )
+    from prpo.parallel import initialize_distributed
+
+    try:
+        initialize_distributed()
+    except Exception as e:  # the launcher's environment is incomplete or the coordinator unreachable
+        raise ConfigError(f"--distributed: jax.distributed.initialize failed: {str(e).splitlines()[0] if str(e) else e!r}") from None
+
+
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -140,11 +217,9 @@ def main(argv=None) -> int:
         return 0
     if args.command == "list":
         return _cmd_list()
-    if getattr(args, "distributed", False):
-        from prpo.parallel import initialize_distributed
-
-        initialize_distributed()
     try:
+        if getattr(args, "distributed", False):
+            _initialize_distributed()
         cfg, grid = config_from_args(args)
     except ConfigError as e:
         parser.exit(2, f"prpo: error: {e}\n")
@@ -154,7 +229,7 @@ def main(argv=None) -> int:
     try:
         result = run_experiment(
             cfg, seeds=args.seeds, seed=args.seed, grid=grid, out_dir=args.out, progress=not args.no_progress,
-            seed_devices=args.seed_devices,
+            seed_devices=args.seed_devices, seed_index=args.seed_index,
         )
     except ConfigError as e:
         parser.exit(2, f"prpo: error: {e}\n")

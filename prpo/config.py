@@ -21,12 +21,14 @@ the algorithm modules (``prpo.algorithms``).
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from typing import Any
 
 import flax.struct
 import jax
+import numpy as np
 
 from prpo import registry
 from prpo.registry import ConfigError, fmt_choices, suggest
@@ -120,7 +122,7 @@ _HP_RULES = {
     "clip_eps": (lambda v: v > 0, "> 0"),
     "vf_clip_eps": (lambda v: v > 0, "> 0"),
     "vf_coef": (lambda v: v >= 0, ">= 0"),
-    "ent_coef": (lambda v: True, "finite"),
+    "ent_coef": (lambda v: v >= 0, ">= 0 (an entropy bonus)"),
     "max_grad_norm": (lambda v: v > 0, "> 0"),
     "adam_eps": (lambda v: v > 0, "> 0"),
     "rms_decay": (lambda v: 0 < v < 1, "in (0, 1)"),
@@ -200,6 +202,7 @@ class Config:
         )
 
     def __post_init__(self):
+        self._check_types()
         for name, allowed in _CHOICES.items():
             value = getattr(self, name)
             if value not in allowed:
@@ -217,12 +220,16 @@ class Config:
             raise ConfigError(f"eval_envs must be a positive integer or None, got {self.eval_envs!r}")
         if self.episode_length is not None and self.episode_length <= 0:
             raise ConfigError(f"episode_length must be a positive integer or None, got {self.episode_length!r}")
-        for name in ("actor_hidden", "critic_hidden"):
+        if self.update_epochs > MAX_EPOCHS:
+            raise ConfigError(f"update_epochs={self.update_epochs} is more than {MAX_EPOCHS} passes over each batch; "
+                              f"allowed: 1..{MAX_EPOCHS}")
+        for name in ("obs_clip", "reward_clip"):
             value = getattr(self, name)
-            if value is None and name == "critic_hidden":
-                continue
-            if not value or any((not isinstance(w, int)) or w <= 0 for w in value):
-                raise ConfigError(f"{name} must be a non-empty tuple of positive widths, got {value!r}")
+            if not math.isfinite(value) or value <= 0:
+                raise ConfigError(f"{name} must be a finite number > 0 (normalised values are clipped to ±{name}), "
+                                  f"got {value!r}")
+        if not math.isfinite(self.log_std_init):
+            raise ConfigError(f"log_std_init must be a finite number (the initial log standard deviation), got {self.log_std_init!r}")
         if self.fixed_minibatch_size is not None:  # co-scaling: the number of minibatches follows the batch
             if self.batch_size % self.fixed_minibatch_size:
                 raise ConfigError(
@@ -238,6 +245,37 @@ class Config:
             )
         self._resolve_owned()
         check_hyperparams(self.hp)
+
+    def _check_types(self):
+        """Each shared field has its declared type: ints (NumPy ints accepted), bools, numbers, widths."""
+        for name, kinds in _FIELD_KINDS.items():
+            value = getattr(self, name)
+            if value is None and kinds[1]:
+                continue
+            kind = kinds[0]
+            if kind == "int":
+                if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+                    raise ConfigError(f"{name} must be an integer, got {value!r}")
+                object.__setattr__(self, name, int(value))
+            elif kind == "bool":
+                if not isinstance(value, (bool, np.bool_)):
+                    raise ConfigError(f"{name} must be True or False, got {value!r}")
+                object.__setattr__(self, name, bool(value))
+            elif kind == "float":
+                if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
+                    raise ConfigError(f"{name} must be a number, got {value!r}")
+                object.__setattr__(self, name, float(value))
+            elif kind == "tuple":
+                if not isinstance(value, (tuple, list)) or not value or any(
+                        isinstance(w, (bool, np.bool_)) or not isinstance(w, (int, np.integer)) or w <= 0 for w in value):
+                    hint = f" (one layer: ({value},))" if isinstance(value, (int, np.integer)) else ""
+                    raise ConfigError(f"{name} must be a non-empty tuple of positive integer widths, e.g. (64, 64), "
+                                      f"got {value!r}{hint}")
+                object.__setattr__(self, name, tuple(int(w) for w in value))
+            elif kind == "str" and not isinstance(value, str):
+                raise ConfigError(f"{name} must be a string, got {value!r}")
+        if not isinstance(self.hp, Hyperparams):
+            raise ConfigError(f"hp must be a prpo.Hyperparams, got {type(self.hp).__name__}")
 
     def _resolve_owned(self):
         """Select the owners, fill their options' defaults, drop options no owner here uses, check."""
@@ -324,6 +362,19 @@ class Config:
 
 
 _STATIC_FIELDS = tuple(f.name for f in dataclasses.fields(Config) if f.name not in ("options", "hp"))
+MAX_EPOCHS = 1000  #: update_epochs above this is taken for a typo
+
+#: shared field -> (kind, None allowed), from the annotations
+_FIELD_KINDS = {}
+for _name, _ann in typing.get_type_hints(Config).items():
+    if _name in _STATIC_FIELDS:
+        _k, _opt = None, None
+        _kinds_of = typing.get_args(_ann) if typing.get_origin(_ann) in (typing.Union, types.UnionType) else (_ann,)
+        _opt = type(None) in _kinds_of
+        _base = [a for a in _kinds_of if a is not type(None)][0]
+        _k = "tuple" if (typing.get_origin(_base) is tuple or _base is tuple) else _base.__name__
+        _FIELD_KINDS[_name] = (_k, _opt)
+del _name, _ann, _k, _opt, _kinds_of, _base
 
 
 def _py(x):
@@ -414,6 +465,13 @@ def _kinds(annotation: Any) -> tuple[set, bool]:
     return kinds, optional
 
 
+def _int_text(text: str) -> int:
+    value = float(text)
+    if not math.isfinite(value) or value != int(value):
+        raise ValueError(text)
+    return int(value)
+
+
 def _parse(name: str, raw: Any, annotation: Any) -> Any:
     """Parse a CLI string for option ``name`` according to its annotation."""
     if not isinstance(raw, str):
@@ -424,7 +482,7 @@ def _parse(name: str, raw: Any, annotation: Any) -> Any:
         return None
     try:
         if "tuple" in kinds:
-            return tuple(int(float(t)) for t in text.strip("()[] ").replace(" ", ",").split(",") if t)
+            return tuple(_int_text(t) for t in text.strip("()[] ").replace(" ", ",").split(",") if t)
         if "bool" in kinds:
             low = text.lower()
             if low in ("1", "true", "yes", "on"):
@@ -433,14 +491,17 @@ def _parse(name: str, raw: Any, annotation: Any) -> Any:
                 return False
             raise ValueError(text)
         if "int" in kinds:
-            value = float(text)
-            if value != int(value):
-                raise ValueError(text)
-            return int(value)
+            if name == "devices" and text.lower() == "all":
+                return jax.device_count()
+            return _int_text(text)
         if "float" in kinds:
             return float(text)
     except ValueError:
         want = "/".join(sorted(kinds)) + ("/none" if optional else "")
+        if "tuple" in kinds:
+            want = "comma-separated positive integers, e.g. 64,64"
+        elif name == "devices":
+            want = "a positive integer or 'all'"
         raise ConfigError(f"option {name}={raw!r}: expected a value of type {want}") from None
     return text
 
@@ -469,6 +530,23 @@ def apply_overrides(cfg: Config, overrides: dict[str, Any]) -> Config:
                 f"option {name!r} belongs to {', '.join(owned[name][1])}; this config (algo={new.algo!r}, "
                 f"objective={new.objective!r}, policy={new.policy!r}) does not use it"
             )
+        if name in _USED_ONLY_WITH and not _USED_ONLY_WITH[name][0](new):
+            raise ConfigError(f"option {name!r} has no effect here: {_USED_ONLY_WITH[name][1]}")
+    if "fixed_minibatch_size" in parsed and "num_minibatches" in parsed and new.fixed_minibatch_size is not None:
+        raise ConfigError("num_minibatches and fixed_minibatch_size both set the number of minibatches; give one")
     return new
+
+
+#: shared options that only act together with another setting: setting them otherwise is refused
+_USED_ONLY_WITH = {
+    "eval_envs": (lambda c: c.eval_every > 0, "eval_envs is used only by in-loop evaluation; set eval_every > 0 too"),
+    "vf_clip_eps": (lambda c: c.clip_value, "vf_clip_eps is the value clip range; it needs clip_value=true"),
+    "rms_decay": (lambda c: c.optimizer == "rmsprop", "rms_decay is RMSprop's decay; it needs optimizer=rmsprop"),
+    "kl_coef": (lambda c: c.kl_schedule != "none", "kl_coef weights the KL regulariser; set kl_schedule=constant|mdpo"),
+    "obs_clip": (lambda c: c.normalize_obs, "obs_clip clips normalised observations; it needs normalize_obs=true"),
+    "reward_clip": (lambda c: c.normalize_reward, "reward_clip clips scaled rewards; it needs normalize_reward=true"),
+    "truncation_value": (lambda c: c.bootstrap_truncation, "truncation_value picks how V(final obs) is computed; "
+                         "it needs bootstrap_truncation=true"),
+}
 
 

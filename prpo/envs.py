@@ -640,7 +640,7 @@ def _episode_step(ep_ret, ep_len, reward, terminated, truncated, obs, final_obs)
     """One env's episode bookkeeping: ``(episode_return, episode_length, TimeStep)`` after a step,
     the carried counters reset to 0 where the episode ended (see :class:`TimeStep`)."""
     ret = ep_ret + reward
-    length = ep_len + 1
+    length = jnp.minimum(ep_len, jnp.iinfo(jnp.int32).max - 1) + 1  # saturates: an episode without a time limit cannot wrap
     done = terminated | truncated
     ts = TimeStep(
         obs=obs,

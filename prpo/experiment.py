@@ -18,6 +18,7 @@ import itertools
 import json
 import math
 import os
+import sys
 import time
 from typing import Any, Sequence
 
@@ -25,7 +26,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from prpo.config import Config, ConfigError, Hyperparams, check_hyperparams
+from prpo.config import PRESETS, Config, ConfigError, Hyperparams, check_hyperparams
 from prpo.train import NonFiniteLossError, make_train
 
 __all__ = ["ExperimentResult", "grid_hyperparams", "check_seeds", "run_experiment"]
@@ -39,26 +40,54 @@ class ExperimentResult:
     grid: list[dict[str, float]]
 
 
+#: the largest base seed: ``jax.random.key(seed)`` keeps 32 bits without x64 (2^32 collides with 0)
+MAX_SEED = 2**32 - 1
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, (bool, np.bool_))
+
+
+def check_grid(base: Hyperparams, grid) -> None:
+    """The one check of a hyperparameter grid ``{name: [values]}`` (CLI and Python API alike)."""
+    if not isinstance(base, Hyperparams):
+        raise ConfigError(f"grid_hyperparams needs a prpo.Hyperparams as its base (e.g. cfg.hp), got {type(base).__name__}")
+    if grid is None:
+        return
+    if not isinstance(grid, dict):
+        raise ConfigError(f"grid must be a dict {{hyperparameter: [values]}}, got {type(grid).__name__}")
+    names_all = base.names()
+    for name, values in grid.items():
+        if name not in names_all:
+            raise ConfigError(f"grid option {name!r} is not a hyperparameter of this config; sweepable: "
+                              f"{', '.join(sorted(names_all))}")
+        if not isinstance(values, (list, tuple, np.ndarray)) or isinstance(values, str):
+            raise ConfigError(f"grid option {name!r} must be a list of numbers, e.g. {{{name!r}: [1e-4, 3e-4]}}; "
+                              f"got {values!r}")
+        if len(values) == 0:
+            raise ConfigError(f"grid option {name!r} has no values")
+        bad = [v for v in values if not _is_number(v)]
+        if bad:
+            raise ConfigError(f"grid option {name!r} must be a list of numbers; {bad[0]!r} is not a number")
+        if len(set(float(v) for v in values)) < len(values):
+            raise ConfigError(f"grid option {name!r} repeats a value: {list(values)}")
+        for v in values:  # range checks (each hyperparameter's own) before anything compiles
+            check_hyperparams(base.replace(**{name: float(v)}))
+
+
 def grid_hyperparams(base: Hyperparams, grid: dict[str, Sequence[float]] | None):
     """Cartesian product of ``grid`` over ``base``: (batched Hyperparams with leaves [G], settings).
 
     Every hyperparameter of ``base`` (shared and owned) can be swept; the product's settings are
     range-checked before anything compiles.
     """
+    check_grid(base, grid)
     names_all = base.names()
     grid = grid or {}
-    for name in grid:
-        if name not in names_all:
-            raise ConfigError(f"grid option {name!r} is not a hyperparameter of this config; sweepable: "
-                              f"{', '.join(sorted(names_all))}")
-        if len(grid[name]) == 0:
-            raise ConfigError(f"grid option {name!r} has no values")
     names = list(grid)
-    settings = [dict(zip(names, values)) for values in itertools.product(*(grid[n] for n in names))] or [{}]
+    settings = [dict(zip(names, map(float, values))) for values in itertools.product(*(grid[n] for n in names))] or [{}]
     column = lambda name: jnp.asarray([float(s.get(name, getattr(base, name))) for s in settings], jnp.float32)  # noqa: E731
     batched = base.replace(**{name: column(name) for name in names_all})
-    for s in settings:  # range-check every concrete setting before compiling
-        check_hyperparams(base.replace(**{k: float(v) for k, v in s.items()}))
     return batched, settings
 
 
@@ -66,10 +95,28 @@ def check_seeds(seeds, seed_devices=1, names=("seeds", "seed_devices")) -> None:
     """The one check of a seed count and its device groups (CLI and Python API alike; ``names``
     are the option names the message uses, e.g. the CLI's flags)."""
     n_seeds, n_groups = names
-    if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds <= 0:
+    if isinstance(seeds, bool) or not isinstance(seeds, (int, np.integer)) or seeds <= 0:
         raise ConfigError(f"{n_seeds} must be a positive integer, got {seeds!r}")
-    if isinstance(seed_devices, bool) or not isinstance(seed_devices, int) or seed_devices <= 0 or seeds % seed_devices:
+    if (isinstance(seed_devices, bool) or not isinstance(seed_devices, (int, np.integer)) or seed_devices <= 0
+            or seeds % seed_devices):
         raise ConfigError(f"{n_groups}={seed_devices!r} must be a positive integer dividing {n_seeds}={seeds}")
+
+
+def check_seed(seed, name="seed") -> None:
+    """A base seed is an integer in [0, 2^32 − 1] (``jax.random.key`` keeps 32 bits: 2^32 would be seed 0)."""
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed <= MAX_SEED:
+        raise ConfigError(f"{name} must be an integer in [0, {MAX_SEED}], got {seed!r}")
+
+
+def check_seed_index(seed_index, seeds, names=("seed_index", "seeds")) -> None:
+    if isinstance(seed_index, bool) or not isinstance(seed_index, (int, np.integer)) or not 0 <= seed_index < seeds:
+        raise ConfigError(f"{names[0]} must be an integer in [0, {names[1]} − 1 = {seeds - 1}], got {seed_index!r}")
+
+
+def seed_keys(seed: int, seeds: int, seed_index: int | None = None):
+    """The run keys: the ``seeds`` keys ``split(key(seed), seeds)``, or only the ``seed_index``-th of them."""
+    keys = jax.random.split(jax.random.key(seed), seeds)
+    return keys if seed_index is None else keys[seed_index:seed_index + 1]
 
 
 def _chunking(num_updates: int, target_chunks: int = 20) -> list[int]:
@@ -111,6 +158,7 @@ def run_experiment(
     surrogate=None,
     seed_devices: int = 1,
     env=None,
+    seed_index: int | None = None,
 ) -> ExperimentResult:
     """Train ``seeds`` seeds (× every ``grid`` setting) of ``cfg`` in one compile.
 
@@ -122,8 +170,33 @@ def run_experiment(
     ``seed_devices > 1`` lays the seeds over a second mesh axis of that many device groups
     (``seeds`` must be divisible by it); ``devices × seed_devices`` devices are used in all.
     ``env``: train on this env object instead of ``cfg.env`` (see :func:`prpo.make_train`).
+
+    ``seed_index=k``: train only seed k of the ``seeds`` batch (the k-th of its keys), e.g. to
+    rerun one seed of an ablation alone. On CPU it equals seed k of the batch bit for bit; on GPU
+    batched and unbatched kernels round differently, so it matches to rounding at first and may
+    drift over a long run (README, "Reproducing one seed").
     """
+    if not isinstance(cfg, Config):
+        hint = f"; use prpo.preset({cfg!r})" if isinstance(cfg, str) and cfg in PRESETS else ""
+        raise ConfigError(f"run_experiment needs a prpo.Config as its first argument, got {type(cfg).__name__} {cfg!r}{hint}")
     check_seeds(seeds, seed_devices)
+    check_seed(seed)
+    if seed_index is not None:
+        check_seed_index(seed_index, seeds)
+        if seed_devices > 1:
+            raise ConfigError("seed_index runs one seed: seed_devices must be 1")
+    if isinstance(chunks, bool) or not isinstance(chunks, (int, np.integer)) or chunks <= 0:
+        raise ConfigError(f"chunks must be a positive integer (progress / stop checks per run), got {chunks!r}")
+    check_grid(cfg.hp, grid)
+    writer = jax.process_index() == 0  # multi-host: one writer
+    if writer:
+        check_out_dir(out_dir)
+    note = None
+    if cfg.total_timesteps % cfg.batch_size:
+        note = (f"total_timesteps={cfg.total_timesteps} is not a multiple of num_envs × num_steps = {cfg.batch_size}: "
+                f"training {cfg.num_updates} updates = {cfg.num_updates * cfg.batch_size} env steps per seed")
+        if writer:
+            print(f"prpo: note: {note}", file=sys.stderr)
     t_start = time.perf_counter()
     sharded = cfg.devices > 1 or seed_devices > 1
     if sharded:
@@ -135,7 +208,8 @@ def run_experiment(
         trainer = make_train(cfg, policy=policy, network=network, surrogate=surrogate, env=env)
     hps, settings = grid_hyperparams(cfg.hp, grid)
     n_set = len(settings)
-    keys = jax.random.split(jax.random.key(seed), seeds)
+    keys = seed_keys(seed, seeds, seed_index)
+    n_seeds = seeds if seed_index is None else 1
     fetch = jax.device_get
     if sharded:  # inputs replicated over the (possibly multi-host) mesh; outputs fetched from it
         keys, hps = parallel.replicated(mesh, (keys, hps))
@@ -170,12 +244,15 @@ def run_experiment(
         except ImportError:  # pragma: no cover
             bar = None
     chunks_out = []
+    stream = MetricsStream(out_dir, cfg, settings) if out_dir is not None and writer else None
     t_run = time.perf_counter()
     done = 0
     for n in sizes:
         state, metrics = runners[n](state, hps)
         metrics = fetch(metrics)
         chunks_out.append(metrics)
+        if stream is not None:
+            stream.write(metrics)
         done += n
         bad = np.asarray(fetch(state.nonfinite_update))
         if bar is not None:
@@ -187,6 +264,8 @@ def run_experiment(
         if (bad >= 0).any():
             if bar is not None:
                 bar.close()
+            if stream is not None:
+                stream.close()
             g, s = np.argwhere(bad >= 0)[0]
             raise NonFiniteLossError(
                 f"non-finite loss at update {int(bad[g, s]) + 1} of {cfg.num_updates} (seed index {s}"
@@ -198,15 +277,18 @@ def run_experiment(
     run_s = time.perf_counter() - t_run
     if bar is not None:
         bar.close()
+    if stream is not None:
+        stream.close()
 
     metrics = {k: np.concatenate([c[k] for c in chunks_out], axis=-1) for k in chunks_out[0]}
     final = np.asarray(metrics["last_return"][..., -1])  # [G, S]
     env_steps = cfg.num_updates * cfg.batch_size
-    total_steps = env_steps * seeds * n_set
+    total_steps = env_steps * n_seeds * n_set
     summary = {
         "algo": cfg.algo,
         "env": cfg.env if env is None else trainer.env.spec.name,
         "seeds": seeds,
+        **({"seed_index": seed_index} if seed_index is not None else {}),
         "settings": settings,
         "num_envs": cfg.num_envs,
         "num_updates": cfg.num_updates,
@@ -227,9 +309,10 @@ def run_experiment(
         "processes": jax.process_count(),
         "jax": jax.__version__,
         "config": cfg.to_dict(),
+        **({"note": note} if note else {}),
     }
-    if out_dir is not None and jax.process_index() == 0:  # multi-host: one writer
-        write_outputs(out_dir, summary, metrics, cfg, settings)
+    if out_dir is not None and writer:
+        write_summary(out_dir, summary)
     return ExperimentResult(summary=summary, metrics=metrics, state=state, grid=settings)
 
 
@@ -247,21 +330,85 @@ def _eval_summary(metrics, n_set: int) -> dict:
     }
 
 
-def write_outputs(out_dir, summary, metrics, cfg: Config, settings) -> None:
-    os.makedirs(out_dir, exist_ok=True)
-    with open(os.path.join(out_dir, "summary.json"), "w") as f:
+def check_out_dir(out_dir) -> None:
+    """Refuse, before anything compiles, an ``out_dir`` that cannot be written or already holds a
+    finished run (its ``summary.json``): a finished run's files are never silently replaced."""
+    if out_dir is None:
+        return
+    if not isinstance(out_dir, (str, os.PathLike)) or not str(out_dir).strip():
+        raise ConfigError(f"out_dir must be a directory path, got {out_dir!r}")
+    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+        raise ConfigError(f"out_dir={str(out_dir)!r} exists and is not a directory")
+    if os.path.exists(os.path.join(out_dir, "summary.json")):
+        raise ConfigError(f"out_dir={str(out_dir)!r} already holds a finished run (summary.json); choose another directory")
+    try:
+        os.makedirs(out_dir, exist_ok=True)
+        probe = os.path.join(out_dir, ".prpo-write-test")
+        with open(probe, "w"):
+            pass
+        os.remove(probe)
+    except OSError as e:
+        raise ConfigError(f"out_dir={str(out_dir)!r} is not writable: {e.strerror or e}") from None
+
+
+def metric_rows(chunk: dict, settings, batch_size: int, first_update: int = 0) -> list[str]:
+    """JSON lines of a chunk of per-update metrics (leaves ``[G, S, n]``): one line per update and
+    setting, with each metric's mean over the seeds' finite values (``null`` if none) and the
+    per-seed returns. Vectorised over seeds and updates; the loop only formats lines."""
+    keys = [k for k in chunk if k != "update"]
+    n = np.asarray(chunk["update"]).shape[-1]
+    means = {}
+    for k in keys:
+        v = np.asarray(chunk[k], np.float64)  # [G, S, n]
+        finite = np.isfinite(v)
+        count = finite.sum(axis=1)
+        mean = np.where(count > 0, np.where(finite, v, 0.0).sum(axis=1) / np.maximum(count, 1), np.nan)
+        means[k] = mean.tolist()  # [G][n]
+    ret = np.asarray(chunk["last_return"], np.float64)
+    per_seed = np.where(np.isfinite(ret), ret, np.nan).transpose(0, 2, 1).tolist()  # [G][n][S]
+    clean = lambda x: None if x != x else x  # noqa: E731  (NaN -> null)
+    lines = []
+    for u in range(n):
+        update = first_update + u + 1
+        for g, setting in enumerate(settings):
+            row = {"update": update, "env_steps": update * batch_size}
+            if setting:
+                row["setting"] = setting
+            for k in keys:
+                row[k] = clean(means[k][g][u])
+            row["return_per_seed"] = [clean(x) for x in per_seed[g][u]]
+            lines.append(json.dumps(row) + "\n")
+    return lines
+
+
+class MetricsStream:
+    """``metrics.jsonl`` appended and flushed after every chunk of updates (only whole lines)."""
+
+    def __init__(self, out_dir, cfg: Config, settings):
+        self.path = os.path.join(out_dir, "metrics.jsonl")
+        self.cfg, self.settings, self.done = cfg, settings, 0
+        self.file = open(self.path, "w")
+
+    def write(self, chunk: dict) -> None:
+        self.file.write("".join(metric_rows(chunk, self.settings, self.cfg.batch_size, self.done)))
+        self.file.flush()
+        self.done += int(np.asarray(chunk["update"]).shape[-1])
+
+    def close(self) -> None:
+        self.file.close()
+
+
+def write_summary(out_dir, summary) -> None:
+    """``summary.json``, written to a temporary file first and renamed (never half written)."""
+    path = os.path.join(out_dir, "summary.json")
+    with open(path + ".tmp", "w") as f:
         json.dump(summary, f, indent=2, default=_to_py)
-    num_updates = metrics["update"].shape[-1]
+    os.replace(path + ".tmp", path)
+
+
+def write_outputs(out_dir, summary, metrics, cfg: Config, settings) -> None:
+    """Both files at once from whole-run metrics (``[G, S, U]``)."""
+    os.makedirs(out_dir, exist_ok=True)
     with open(os.path.join(out_dir, "metrics.jsonl"), "w") as f:
-        for u in range(num_updates):
-            for g, setting in enumerate(settings):
-                row = {"update": u + 1, "env_steps": (u + 1) * cfg.batch_size}
-                if setting:
-                    row["setting"] = setting
-                for k, v in metrics.items():
-                    if k == "update":
-                        continue
-                    vals = np.asarray(v[g, :, u], dtype=np.float64)
-                    row[k] = float(np.nanmean(vals)) if np.isfinite(vals).any() else None
-                row["return_per_seed"] = [None if not np.isfinite(x) else float(x) for x in metrics["last_return"][g, :, u]]
-                f.write(json.dumps(row) + "\n")
+        f.write("".join(metric_rows(metrics, settings, cfg.batch_size)))
+    write_summary(out_dir, summary)

@@ -5,7 +5,9 @@ function is pure and works unchanged under ``jax.vmap`` (e.g. over seeds).
 
 * :class:`RunningMeanStd` -- running mean / variance, merged with each batch's
   moments by Chan et al.'s parallel algorithm (initial count ``1e-4`` as in
-  gym's ``RunningMeanStd``).
+  gym's ``RunningMeanStd``). Count, mean and variance carry their float32 rounding
+  errors (``*_lo``), so the merge weight ``batch / count`` and the moments stay right at
+  ``10^12`` samples and beyond; ordinary runs compute the same floats as a plain float32 merge.
 * :class:`RewardScaler` -- gym ``NormalizeReward``-style reward scaling: keep a
   per-env discounted return and divide rewards by the std of those returns.
 """
@@ -34,9 +36,23 @@ __all__ = [
 
 @flax.struct.dataclass
 class RunningMeanStd:
+    """Running moments. ``mean``, ``var`` and ``count`` are the float32 values to use; the
+    ``*_lo`` fields hold what float32 rounding lost from them (``count + count_lo`` is the count
+    to ~2^-48, likewise the moments), folded back in once it matters (see :func:`_fold`).
+
+    Why: a float32 count stops growing once a batch is below half its spacing (count >
+    2^24 · batch, e.g. 512-sample batches past 8.6·10^9 samples), which freezes the merge weight
+    ``batch / count`` and turns the average into a moving one; and the moments then move by less
+    than their own spacing per merge, so a float32 sum would not move at all. Constructed without
+    them (``RunningMeanStd(mean, var, count)``) the low parts are 0.
+    """
+
     mean: Array
     var: Array
-    count: Array  # float32 scalar
+    count: Array  # float32 scalar: the number of samples seen
+    count_lo: Array = 0.0
+    mean_lo: Array = 0.0
+    var_lo: Array = 0.0
 
 
 def rms_init(shape: int | Sequence[int] = ()) -> RunningMeanStd:
@@ -46,18 +62,48 @@ def rms_init(shape: int | Sequence[int] = ()) -> RunningMeanStd:
         mean=jnp.zeros(shape, jnp.float32),
         var=jnp.ones(shape, jnp.float32),
         count=jnp.asarray(1e-4, jnp.float32),
+        count_lo=jnp.zeros((), jnp.float32),
+        mean_lo=jnp.zeros(shape, jnp.float32),
+        var_lo=jnp.zeros(shape, jnp.float32),
     )
 
 
+def _two_sum(a: Array, b: Array) -> tuple[Array, Array]:
+    """``s + e == a + b`` exactly, ``s = fl(a + b)`` (Knuth's TwoSum; float32 throughout)."""
+    s = a + b
+    b_virtual = s - a
+    return s, (a - (s - b_virtual)) + (b - b_virtual)
+
+
+def _fold(hi: Array, lo: Array, scale: Array, tol: float) -> tuple[Array, Array]:
+    """``(hi, lo)``, or ``hi + lo`` renormalised into ``(fl(hi + lo), rest)`` where ``|lo|``
+    exceeds ``tol · scale``. ``hi`` is thus the plain float32 recurrence, unchanged bit for bit,
+    as long as that stays within ``tol`` of the exact value (every ordinary run), and within
+    ``tol`` of it at any size otherwise."""
+    fixed_hi, fixed_lo = _two_sum(hi, lo)
+    drifted = jnp.abs(lo) > tol * scale
+    return jnp.where(drifted, fixed_hi, hi), jnp.where(drifted, fixed_lo, lo)
+
+
 def _combine(rms: RunningMeanStd, b_mean: Array, b_var: Array, b_count) -> RunningMeanStd:
+    """Chan et al.'s merge in float32 (``w = batch / total``), plus the exact rounding error of
+    each running value carried in its low part (weighted by ``1 − w`` like the value itself)."""
     b_count = jnp.asarray(b_count, jnp.float32)
-    tot = rms.count + b_count
+    tot, err = _two_sum(rms.count, b_count)
+    tot, tot_lo = _fold(tot, rms.count_lo + err, tot, 2.0**-20)
     w = b_count / tot
     delta = b_mean - rms.mean
     mean = rms.mean + delta * w
     # M2 / tot = var_a * (1 - w) + var_b * w + delta^2 * (1 - w) * w
     var = rms.var * (1.0 - w) + b_var * w + jnp.square(delta) * (1.0 - w) * w
-    return RunningMeanStd(mean=mean, var=var, count=tot)
+    # What float32 lost: each update written as value + increment, summed exactly (TwoSum) and
+    # compared with the float32 result.
+    keep = 1.0 - w
+    m_sum, m_err = _two_sum(rms.mean, w * (b_mean - rms.mean))
+    v_sum, v_err = _two_sum(rms.var, w * (b_var - rms.var + keep * (b_mean - rms.mean) ** 2))
+    mean, mean_lo = _fold(mean, rms.mean_lo * keep + ((m_sum - mean) + m_err), jnp.abs(mean) + jnp.sqrt(var), float("inf"))
+    var, var_lo = _fold(var, rms.var_lo * keep + ((v_sum - var) + v_err), var, float("inf"))
+    return RunningMeanStd(mean=mean, var=var, count=tot, count_lo=tot_lo, mean_lo=mean_lo, var_lo=var_lo)
 
 
 def rms_update(rms: RunningMeanStd, batch: Array, axis: int | Sequence[int] = 0, axis_name=None) -> RunningMeanStd:
@@ -81,7 +127,7 @@ def rms_update(rms: RunningMeanStd, batch: Array, axis: int | Sequence[int] = 0,
         g_mean = jax.lax.pmean(b_mean, axis_name)
         b_var = jax.lax.pmean(b_var + jnp.square(b_mean - g_mean), axis_name)
         b_mean = g_mean
-        count = count * jax.lax.psum(1, axis_name)
+        count = jnp.float32(count) * jax.lax.psum(1, axis_name)  # float: the global batch may exceed 2^31
     return _combine(rms, b_mean, b_var, count)
 
 

@@ -82,6 +82,11 @@ def make_mesh(devices: int | str | None = None, seed_devices: int = 1) -> Mesh:
     for name, value in (("devices", devices), ("seed_devices", seed_devices)):
         if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
             raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+    if seed_devices > available:
+        raise ConfigError(
+            f"seed_devices={seed_devices} needs at least {seed_devices} devices (one per seed group), but only "
+            f"{available} {'is' if available == 1 else 'are'} available ({jax.default_backend()}); allowed: 1..{available}"
+        )
     if devices * seed_devices > available:
         raise ConfigError(
             f"devices={devices}" + (f" × seed_devices={seed_devices}" if seed_devices > 1 else "")

@@ -69,16 +69,25 @@ class Option:
     def validate(self, name: str, value: Any) -> None:
         """Raise :class:`ConfigError` unless ``value`` is allowed (hyperparameters: each element)."""
         if self.traced:
-            for v in _floats(value):
-                if not (math.isfinite(v) and (self.check is None or self.check(v))):
-                    raise ConfigError(f"hyperparameter {name}={v!r} must be {self.allowed or 'finite'}")
+            for v in _floats(name, value):
+                if not math.isfinite(v):
+                    raise ConfigError(f"hyperparameter {name}={v!r} must be a finite number"
+                                      + (f" {self.allowed}" if self.allowed and self.allowed != "finite" else ""))
+                if abs(v) > FLOAT32_MAX:
+                    raise ConfigError(f"hyperparameter {name}={v!r} is not representable in float32 "
+                                      f"(|value| ≤ {FLOAT32_MAX:.3g}); allowed: {self.allowed or 'finite'}")
+                if self.check is not None and not self.check(v):
+                    raise ConfigError(f"hyperparameter {name}={v!r} must be {self.allowed}")
             return
         if self.choices is not None:
-            if value not in self.choices:
+            if value not in self.choices or isinstance(value, bool) != any(isinstance(c, bool) for c in self.choices):
                 raise ConfigError(f"{name}={value!r} is not allowed; allowed values: {fmt_choices(self.choices)}")
             return
         if self.check is not None and not _safe(self.check, value):
             raise ConfigError(f"{name} must be {self.allowed}, got {value!r}")
+
+
+FLOAT32_MAX = 3.4028234663852886e38
 
 
 def hyperparameter(default: float, doc: str = "", check=None, allowed: str = "") -> Option:
@@ -102,15 +111,23 @@ def _safe(check, value) -> bool:
         return False
 
 
-def _floats(value) -> list[float]:
-    """Concrete values of a scalar / array hyperparameter; [] for traced (abstract) values."""
+def _floats(name: str, value) -> list[float]:
+    """Concrete values of a scalar / array hyperparameter; [] for traced (abstract) values.
+
+    A hyperparameter is a number (or an array of numbers, e.g. a sweep's column); ``None``, a
+    bool, a string or a Python list is refused with a pointer to the right form."""
+    if value is None or isinstance(value, (bool, str, list, tuple, dict)) or type(value).__name__ == "bool_":
+        hint = f" (to sweep several values use grid={{{name!r}: [...]}})" if isinstance(value, (list, tuple)) else ""
+        raise ConfigError(f"hyperparameter {name} must be a number, got {value!r}{hint}")
     try:
         import numpy as np
 
-        arr = np.asarray(value, dtype=np.float64)
-        return [float(x) for x in arr.ravel()]
+        arr = np.asarray(value)
     except Exception:  # tracers under jit / vmap
         return []
+    if arr.dtype.kind not in "iuf":
+        raise ConfigError(f"hyperparameter {name} must be a number, got {value!r}")
+    return [float(x) for x in arr.astype(np.float64).ravel()]
 
 
 # -- the registries --------------------------------------------------------------------------

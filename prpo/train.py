@@ -24,11 +24,12 @@ import jax
 import jax.numpy as jnp
 
 from prpo import envs as envs_lib
+from prpo import memory
 from prpo import normalization as norm
 from prpo.algorithm import check_env, env_options, get as get_algorithm
 from prpo.config import Config, ConfigError, Hyperparams, check_split
 from prpo.rollout import collect
-from prpo.update import SURROGATES, Batch, make_optimizer, sgd_epochs
+from prpo.update import SURROGATES, Batch, lr_fraction, make_optimizer, schedule_fractions, sgd_epochs
 
 __all__ = ["TrainState", "Trainer", "make_train", "make_policy", "check_env", "evaluate", "NonFiniteLossError"]
 
@@ -46,7 +47,7 @@ class TrainState:
     obs_rms: norm.RunningMeanStd
     reward_scaler: norm.RewardScaler
     key: jax.Array
-    update: jax.Array  # number of updates done (int32)
+    update: jax.Array  # number of updates done (int32: ≤ num_updates ≤ 2^31 − 1, see prpo.memory.check_sizes)
     last_return: jax.Array  # mean return of the most recent update with finished episodes
     nonfinite_update: jax.Array  # index of the first update with a non-finite loss, -1 if none
     algo_state: Any = None  # the algorithm's own state (Algorithm.init_state / update_state)
@@ -120,11 +121,17 @@ def make_train(
     ``num_envs / num_shards`` envs with per-env keys, and gradients, normaliser statistics,
     episode statistics and metrics are combined over the axis.
     """
+    if not isinstance(cfg, Config):
+        from prpo.config import PRESETS
+
+        hint = f"; use prpo.preset({cfg!r})" if isinstance(cfg, str) and cfg in PRESETS else ""
+        raise ConfigError(f"make_train needs a prpo.Config as its first argument, got {type(cfg).__name__} {cfg!r}{hint}")
     if surrogate is not None and not callable(surrogate):
         raise ConfigError(f"surrogate must be a function f(log_ratio, adv, hp) -> (loss, diagnostics), got {surrogate!r}")
     algo = get_algorithm(cfg.algo)
     spec = algo.check(cfg, env)  # env, action space and the algorithm's own checks
     check_split(cfg, num_shards)
+    memory.check_sizes(cfg, num_shards)  # every traced counter and index fits in int32
     n_local = cfg.num_envs // num_shards
     opts = env_options(cfg, env)
     vec_env = envs_lib.as_vec_env(cfg.env if env is None else env, n_local, **opts)
@@ -199,10 +206,11 @@ def make_train(
             returns=flat(returns),
         )
         batch = algo.prepare_batch(policy, state.algo_state, batch)
-        tx = make_optimizer(cfg, hp, num_updates)
-        progress = state.update / num_updates  # (k − 1)/K for iteration k = 1..K
+        tx = make_optimizer(cfg, hp, num_updates, state.update)  # lr from the update counter
+        progress, remaining = schedule_fractions(state.update, num_updates)  # (k − 1)/K and 1 − (k − 1)/K
         params, opt_state, metrics = sgd_epochs(
-            cfg, loss_fn, tx, state.params, state.opt_state, batch, hp, k_sgd, progress, axis_name=axis_name
+            cfg, loss_fn, tx, state.params, state.opt_state, batch, hp, k_sgd, progress, axis_name=axis_name,
+            remaining=remaining,
         )
 
         # 4. learner-side statistics and the non-finite guard
@@ -221,8 +229,7 @@ def make_train(
         metrics.update(ep)
         metrics["last_return"] = last_return
         metrics["update"] = state.update + 1
-        lr_scale = (1.0 - state.update / num_updates) if cfg.anneal_lr else 1.0
-        metrics["lr"] = hp.lr * lr_scale
+        metrics["lr"] = hp.lr * lr_fraction(cfg, state.update, num_updates)
         metrics.update(behaviour_metrics)
         new_state = TrainState(
             params=params,

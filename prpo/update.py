@@ -19,7 +19,8 @@ import optax
 from prpo import objectives, registry, regularizers
 from prpo.advantages import normalize
 
-__all__ = ["Batch", "SURROGATES", "needs_context", "kl_coefficient", "make_optimizer", "make_loss", "sgd_epochs"]
+__all__ = ["Batch", "SURROGATES", "needs_context", "kl_coefficient", "make_optimizer", "lr_fraction",
+           "schedule_fractions", "make_loss", "sgd_epochs"]
 
 
 @flax.struct.dataclass
@@ -50,18 +51,26 @@ def needs_context(fn):
 SURROGATES = registry.SURROGATES
 
 
-def make_optimizer(cfg, hp, num_updates: int) -> optax.GradientTransformation:
+def make_optimizer(cfg, hp, num_updates: int, update=None) -> optax.GradientTransformation:
     """Gradient clip → Adam/RAdam/RMSprop → learning rate (linearly annealed per update if asked).
 
     Built inside the traced train function so that ``hp`` leaves may be tracers (sweeps).
+    ``update``: the number of updates done (``TrainState.update``, int32); the learning rate of
+    this update is then ``lr · (1 − update / num_updates)`` (:func:`lr_fraction`), computed from
+    the update counter and not from optax's step count: that int32 count saturates at
+    ``2^31 − 1`` optimizer steps (``num_updates × update_epochs × num_minibatches`` reaches it
+    at about 10^12 env steps), which would freeze the annealing. Without ``update`` the rate
+    follows optax's count (``count // (update_epochs × num_minibatches)`` updates done), for
+    an optimizer built once and used over several updates.
     """
     steps_per_update = cfg.update_epochs * cfg.num_minibatches
 
-    def lr_schedule(count):
-        if not cfg.anneal_lr:
-            return hp.lr
-        frac = 1.0 - (count // steps_per_update) / num_updates
-        return hp.lr * frac
+    if update is not None:
+        lr_now = hp.lr * lr_fraction(cfg, update, num_updates)
+        lr_schedule = lambda count: lr_now  # noqa: E731 -- same state (a count) as the schedule below
+    else:
+        def lr_schedule(count):
+            return hp.lr * lr_fraction(cfg, count // steps_per_update, num_updates)
 
     if cfg.optimizer == "adam":
         scale = optax.scale_by_adam(eps=hp.adam_eps)
@@ -76,14 +85,35 @@ def make_optimizer(cfg, hp, num_updates: int) -> optax.GradientTransformation:
     )
 
 
-def kl_coefficient(cfg, hp, progress):
+def lr_fraction(cfg, update, num_updates: int):
+    """The learning-rate factor of update ``update`` (0-based, int32): ``1 − update / num_updates``
+    with ``cfg.anneal_lr``, else 1. In float32 (absolute error ≤ 2^-24 at any ``num_updates`` up
+    to ``2^31 − 1``; the same value, bit for bit, as the optax-count schedule of earlier versions)."""
+    if not cfg.anneal_lr:
+        return 1.0
+    return 1.0 - update / num_updates
+
+
+def schedule_fractions(update, num_updates: int):
+    """``(progress, remaining)`` of update ``update`` (0-based, int32) of ``num_updates``:
+    ``update / num_updates`` and ``(num_updates − update) / num_updates`` in float32, each within
+    two roundings of the exact value. ``remaining`` comes from the exact integer difference, so
+    it stays accurate where ``1 − progress`` would round to 0 (``num_updates`` > 2^24)."""
+    progress = update / num_updates
+    remaining = (num_updates - update) / num_updates
+    return progress, remaining
+
+
+def kl_coefficient(cfg, hp, progress, remaining=None):
     """Weight of the KL(π‖π_k) term: 0, ``kl_coef``, or the mirror-descent ``kl_coef / t_k`` with
-    ``t_k = 1 − (k − 1)/K`` (``progress`` = (k − 1)/K), which grows ≈ K× over training."""
+    ``t_k = 1 − (k − 1)/K`` (``progress`` = (k − 1)/K), which grows ≈ K× over training.
+    ``remaining``: ``t_k`` itself (:func:`schedule_fractions`), used instead of ``1 − progress``,
+    which in float32 rounds to 0 at the last updates of a run of more than 2^25 updates."""
     if cfg.kl_schedule == "none":
         return 0.0
     if cfg.kl_schedule == "constant":
         return hp.kl_coef
-    return hp.kl_coef / (1.0 - progress)
+    return hp.kl_coef / ((1.0 - progress) if remaining is None else remaining)
 
 
 def make_loss(cfg, policy, surrogate: Surrogate, axis_name=None):
@@ -97,9 +127,11 @@ def make_loss(cfg, policy, surrogate: Surrogate, axis_name=None):
     ``adv_weight`` (multiplies the advantages, broadcast against the log-ratio), ``clip_eps``
     (replaces ``hp.clip_eps``, e.g. a per-denoising-step clip schedule) and ``penalty`` (a
     per-sample loss term added as is). A family with ``needs_hp = True`` is passed ``hp=``.
+    ``remaining`` (optional, ``1 − progress`` computed accurately; see :func:`schedule_fractions`)
+    is passed by :func:`sgd_epochs` to losses marked ``takes_remaining``, as this one is.
     """
 
-    def loss_fn(params, mb: Batch, hp, key, progress=0.0):
+    def loss_fn(params, mb: Batch, hp, key, progress=0.0, remaining=None):
         if getattr(policy, "needs_hp", False):  # families with traced hyperparameters of their own
             log_ratio, extra = policy.log_ratio(params, mb.obs, mb.action, mb.aux, key, hp=hp)
         else:
@@ -126,7 +158,7 @@ def make_loss(cfg, policy, surrogate: Surrogate, axis_name=None):
         pg_loss, v_loss = pg_loss.mean(), v_loss.mean()
         loss = pg_loss + hp.vf_coef * v_loss + hp.ent_coef * regularizers.entropy_loss(entropy).mean()
         if cfg.kl_schedule != "none":
-            kl_loss = regularizers.kl_penalty(extra["kl"], kl_coefficient(cfg, hp, progress)).mean()
+            kl_loss = regularizers.kl_penalty(extra["kl"], kl_coefficient(cfg, hp, progress, remaining)).mean()
             loss = loss + kl_loss
         if "penalty" in extra:  # a family's own regulariser, already weighted
             loss = loss + extra["penalty"].mean()
@@ -147,16 +179,18 @@ def make_loss(cfg, policy, surrogate: Surrogate, axis_name=None):
             metrics["penalty"] = extra["penalty"].mean()
         return loss, metrics
 
+    loss_fn.takes_remaining = True
     return loss_fn
 
 
 def sgd_epochs(cfg, loss_fn, tx: optax.GradientTransformation, params, opt_state, batch: Batch, hp, key, progress=0.0,
-               axis_name=None):
+               axis_name=None, remaining=None):
     """``update_epochs`` passes of shuffled minibatch SGD over ``batch``.
 
     Returns ``(params, opt_state, metrics)`` with metrics averaged over all minibatch steps
     (``ratio_dev_max`` is the maximum). ``batch`` is time-major flat (``[T·N, ...]``); any loss
-    ``loss_fn(params, minibatch, hp, key, progress) -> (loss, metrics)`` fits.
+    ``loss_fn(params, minibatch, hp, key, progress) -> (loss, metrics)`` fits; a loss marked
+    ``takes_remaining`` (:func:`make_loss`'s) is also passed ``remaining=`` when it is given.
 
     Data parallelism (``axis_name`` set, inside ``jax.shard_map``): ``batch`` is this device's
     shard (its own envs) and ``params`` are the same on every device. Each device forms
@@ -168,6 +202,7 @@ def sgd_epochs(cfg, loss_fn, tx: optax.GradientTransformation, params, opt_state
     ``"samples"``/``"envs"`` permute within each device (same distribution, other minibatches).
     """
     grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+    schedule = {"remaining": remaining} if remaining is not None and getattr(loss_fn, "takes_remaining", False) else {}
     n_mb = cfg.num_minibatches
     local_size = jax.tree.leaves(batch)[0].shape[0]  # T·N on this device
     size = local_size // n_mb
@@ -175,7 +210,7 @@ def sgd_epochs(cfg, loss_fn, tx: optax.GradientTransformation, params, opt_state
     def minibatch_step(carry, inputs):
         params, opt_state = carry
         mb, k = inputs
-        (_, metrics), grads = grad_fn(params, mb, hp, k, progress)
+        (_, metrics), grads = grad_fn(params, mb, hp, k, progress, **schedule)
         if axis_name is not None:
             grads = jax.lax.pmean(grads, axis_name)
         updates, opt_state = tx.update(grads, opt_state, params)

@@ -59,8 +59,8 @@ def test_a_new_algorithm_registered_from_outside_trains_and_sweeps_its_own_hyper
     assert "scaled_ppo" in out and "adv_scale" in out and "scaled_clip" in out
     from prpo.cli import build_parser, config_from_args
 
-    cfg2, grid = config_from_args(build_parser().parse_args(
-        ["train", "scaled_ppo", "--set", "adv_scale=0.5", "--grid", "adv_scale=1,2"]))
+    cfg2, _ = config_from_args(build_parser().parse_args(["train", "scaled_ppo", "--set", "adv_scale=0.5"]))
+    _, grid = config_from_args(build_parser().parse_args(["train", "scaled_ppo", "--grid", "adv_scale=1,2"]))
     assert cfg2.hp.adv_scale == 0.5 and grid == {"adv_scale": [1.0, 2.0]}
 
 
