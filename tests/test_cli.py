@@ -93,3 +93,38 @@ def test_train_writes_summary_and_metrics(tmp_path):
     assert summary["final_return_mean"] == pytest.approx(sum(summary["final_returns"]) / 2)
     # CartPole returns are episode lengths: between 8 and 500
     assert all(8 <= r <= 500 for r in summary["final_returns"])
+
+
+def test_metrics_rows_are_the_per_update_means_over_seeds():
+    """The vectorised writer against a plain loop: per update and setting, each metric's mean over
+    the seeds' finite values (null when none), the per-seed returns; streamed chunks concatenate."""
+    import numpy as np
+
+    from prpo.experiment import metric_rows
+
+    rng = np.random.default_rng(0)
+    G, S, U = 2, 3, 5
+    metrics = {"update": np.broadcast_to(np.arange(1, U + 1), (G, S, U)), "loss": rng.normal(size=(G, S, U)),
+               "last_return": rng.normal(size=(G, S, U))}
+    metrics["loss"][0, :, 1] = np.nan  # no finite value: null
+    metrics["loss"][1, 0, 2] = np.nan  # one missing: the mean of the others
+    metrics["last_return"][1, 2, 4] = np.inf
+    settings = [{"lr": 1e-3}, {"lr": 3e-4}]
+    rows = [json.loads(line) for line in metric_rows(metrics, settings, batch_size=32)]
+    assert len(rows) == U * G
+    for u in range(U):
+        for g in range(G):
+            row = rows[u * G + g]
+            assert row["update"] == u + 1 and row["env_steps"] == (u + 1) * 32 and row["setting"] == settings[g]
+            vals = [x for x in metrics["loss"][g, :, u] if np.isfinite(x)]
+            if vals:
+                assert row["loss"] == pytest.approx(sum(vals) / len(vals), rel=1e-12)
+            else:
+                assert row["loss"] is None
+            expect = [None if not np.isfinite(x) else x for x in metrics["last_return"][g, :, u]]
+            assert row["return_per_seed"] == pytest.approx(expect) if None not in expect else row["return_per_seed"] == [
+                None if e is None else pytest.approx(e) for e in expect]
+    head = {k: v[..., :2] for k, v in metrics.items()}
+    tail = {k: v[..., 2:] for k, v in metrics.items()}
+    streamed = metric_rows(head, settings, 32) + metric_rows(tail, settings, 32, first_update=2)
+    assert streamed == metric_rows(metrics, settings, 32)
