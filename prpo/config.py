@@ -30,7 +30,7 @@ import flax.struct
 import jax
 import numpy as np
 
-from prpo import registry
+from prpo import memory, registry
 from prpo.registry import ConfigError, fmt_choices, suggest
 
 __all__ = [
@@ -238,6 +238,7 @@ class Config:
                 )
             object.__setattr__(self, "num_minibatches", self.batch_size // self.fixed_minibatch_size)
         check_split(self, self.devices)
+        memory.check_sizes(self)  # every traced counter and index fits in 32 bits
         if self.total_timesteps < self.batch_size:
             raise ConfigError(
                 f"total_timesteps={self.total_timesteps} is smaller than one update's batch "

@@ -26,6 +26,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from prpo import memory
 from prpo.config import PRESETS, Config, ConfigError, Hyperparams, check_hyperparams
 from prpo.train import NonFiniteLossError, make_train
 
@@ -226,11 +227,17 @@ def run_experiment(
         sizes = _chunking(cfg.num_updates, chunks)
     runners = {}
     t0 = time.perf_counter()
-    state = init(keys, hps)
+    # one device: compile against the state's shapes and check the estimate against the device's
+    # memory before the state is allocated; sharded: the state's placement fixes the compile
+    state = jax.eval_shape(init, keys, hps) if not sharded else init(keys, hps)
     for n in sorted(set(sizes)):
         run_n = lambda s, h, n=n: trainer.run(s, h, n)  # noqa: E731
         fn = jax.jit(jax.vmap(jax.vmap(run_n, in_axes=(0, None), **spmd), in_axes=(0, 0)))
         runners[n] = fn.lower(state, hps).compile()
+    memory.check_fits(runners[max(runners)], num_envs=cfg.num_envs, what=f"{n_seeds} seed(s) × {n_set} setting(s) of {cfg.algo}",
+                      device=trainer.mesh.devices.flat[0] if sharded else None)
+    if not sharded:
+        state = init(keys, hps)
     jax.block_until_ready(state)
     compile_s = time.perf_counter() - t0
 

@@ -77,9 +77,9 @@ def _two_sum(a: Array, b: Array) -> tuple[Array, Array]:
 
 def _fold(hi: Array, lo: Array, scale: Array, tol: float) -> tuple[Array, Array]:
     """``(hi, lo)``, or ``hi + lo`` renormalised into ``(fl(hi + lo), rest)`` where ``|lo|``
-    exceeds ``tol · scale``. ``hi`` is thus the plain float32 recurrence, unchanged bit for bit,
-    as long as that stays within ``tol`` of the exact value (every ordinary run), and within
-    ``tol`` of it at any size otherwise."""
+    exceeds ``tol · scale``. ``hi`` is thus the plain float32 recurrence for as long as that stays
+    within ``tol`` of the exact value (every ordinary run: the same values as a float32-only
+    merge, up to how XLA fuses it), and within ``tol`` of the exact value at any size."""
     fixed_hi, fixed_lo = _two_sum(hi, lo)
     drifted = jnp.abs(lo) > tol * scale
     return jnp.where(drifted, fixed_hi, hi), jnp.where(drifted, fixed_lo, lo)
@@ -97,12 +97,15 @@ def _combine(rms: RunningMeanStd, b_mean: Array, b_var: Array, b_count) -> Runni
     # M2 / tot = var_a * (1 - w) + var_b * w + delta^2 * (1 - w) * w
     var = rms.var * (1.0 - w) + b_var * w + jnp.square(delta) * (1.0 - w) * w
     # What float32 lost: each update written as value + increment, summed exactly (TwoSum) and
-    # compared with the float32 result.
-    keep = 1.0 - w
-    m_sum, m_err = _two_sum(rms.mean, w * (b_mean - rms.mean))
-    v_sum, v_err = _two_sum(rms.var, w * (b_var - rms.var + keep * (b_mean - rms.mean) ** 2))
-    mean, mean_lo = _fold(mean, rms.mean_lo * keep + ((m_sum - mean) + m_err), jnp.abs(mean) + jnp.sqrt(var), float("inf"))
-    var, var_lo = _fold(var, rms.var_lo * keep + ((v_sum - var) + v_err), var, float("inf"))
+    # compared with the float32 result. The increments divide by total / batch rather than
+    # multiply by w, so that no product of the merge above gains a second use (XLA:CPU then
+    # contracts it into FMAs the same way as before).
+    per = tot / b_count
+    m_sum, m_err = _two_sum(rms.mean, delta / per)
+    v_sum, v_err = _two_sum(rms.var, (b_var - rms.var + jnp.square(delta) * (1.0 - w)) / per)
+    keep = 1.0 - w  # the old values' weight: their low parts decay like them
+    mean, mean_lo = _fold(mean, rms.mean_lo * keep + ((m_sum - mean) + m_err), jnp.abs(mean) + jnp.sqrt(var), 2.0**-20)
+    var, var_lo = _fold(var, rms.var_lo * keep + ((v_sum - var) + v_err), var, 2.0**-20)
     return RunningMeanStd(mean=mean, var=var, count=tot, count_lo=tot_lo, mean_lo=mean_lo, var_lo=var_lo)
 
 
@@ -127,7 +130,7 @@ def rms_update(rms: RunningMeanStd, batch: Array, axis: int | Sequence[int] = 0,
         g_mean = jax.lax.pmean(b_mean, axis_name)
         b_var = jax.lax.pmean(b_var + jnp.square(b_mean - g_mean), axis_name)
         b_mean = g_mean
-        count = jnp.float32(count) * jax.lax.psum(1, axis_name)  # float: the global batch may exceed 2^31
+        count = count * jax.lax.psum(1, axis_name)  # Python ints (psum of a constant is the axis size): no int32 wrap
     return _combine(rms, b_mean, b_var, count)
 
 

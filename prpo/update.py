@@ -87,8 +87,9 @@ def make_optimizer(cfg, hp, num_updates: int, update=None) -> optax.GradientTran
 
 def lr_fraction(cfg, update, num_updates: int):
     """The learning-rate factor of update ``update`` (0-based, int32): ``1 − update / num_updates``
-    with ``cfg.anneal_lr``, else 1. In float32 (absolute error ≤ 2^-24 at any ``num_updates`` up
-    to ``2^31 − 1``; the same value, bit for bit, as the optax-count schedule of earlier versions)."""
+    with ``cfg.anneal_lr``, else 1. In float32: absolute error below 2·10^-7 at any ``num_updates``
+    up to ``2^31 − 1`` (a learning rate off by at most that fraction of ``lr``), and the same
+    value, bit for bit, as the optax-count schedule of earlier versions."""
     if not cfg.anneal_lr:
         return 1.0
     return 1.0 - update / num_updates

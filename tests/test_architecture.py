@@ -77,7 +77,8 @@ def test_the_engine_names_no_algorithm_and_imports_none(engine):
 
 @pytest.mark.parametrize("module, allowed", [
     ("prpo.registry", set()),
-    ("prpo.config", {"prpo.registry"}),
+    ("prpo.memory", {"prpo.registry"}),
+    ("prpo.config", {"prpo.registry", "prpo.memory"}),
     ("prpo.advantages", set()), ("prpo.objectives", set()), ("prpo.distributions", set()),
     ("prpo.regularizers", set()), ("prpo.normalization", set()),
     ("prpo.envs", {"prpo.toy_envs"}),

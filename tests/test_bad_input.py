@@ -43,6 +43,7 @@ CLI_CASES = [
     (["train", "--num-envs", "0"], "num_envs must be a positive integer"),
     (["train", "--num-envs", "-4"], "num_envs must be a positive integer"),
     (["train", "--num-envs", "4.5"], "argument --num-envs: expected an integer"),
+    (["train", "--num-envs", "100000000", "--total-steps", "1e11"], "samples per update is more than 2^31 − 1"),
     (["train", "--seed-index", "4", "--seeds", "4"], "--seed-index must be an integer in [0, --seeds − 1 = 3]"),
     # typos are errors, not abbreviations
     (["train", "--num-env", "4"], "unrecognized arguments: --num-env"),
