@@ -35,31 +35,7 @@ def test_list_names_algorithms_presets_envs_and_options(capsys):
     assert set(option_names()) >= {"lr", "num_envs", "normalize_obs"}
 
 
-@pytest.mark.parametrize(
-    "argv, needle",
-    [
-        (["train", "nope"], "unknown algorithm 'nope'"),
-        (["train", "--env", "CartPoel-v1"], "Unknown environment 'CartPoel-v1'"),
-        (["train", "--num-envs", "3", "--set", "num_steps=5"], "not divisible by num_minibatches=4"),
-        (["train", "--env", "Pendulum-v1", "--set", "distribution=categorical"], "distribution='categorical'"),
-        (["train", "--num-envs", "0"], "num_envs must be a positive integer"),
-        (["train", "--num-envs", "-4"], "num_envs must be a positive integer"),
-        (["train", "--set", "learning_rate=1e-3"], "unknown option 'learning_rate'"),
-        (["train", "--set", "lr=-1"], "hyperparameter lr=-1.0 must be > 0"),
-        (["train", "--set", "objective=trpo"], "objective='trpo' is not allowed; allowed values: 'clip', 'dual_clip', 'pg'"),
-        (["train", "--set", "num_envs=abc"], "option num_envs='abc': expected a value of type int"),
-        (["train", "--seeds", "0"], "--seeds must be a positive integer"),
-        (["train", "--total-steps", "100"], "total_timesteps=100 is smaller than one update's batch"),
-        (["train", "--grid", "num_envs=1,2"], "not a hyperparameter"),
-        (["train", "--set", "env_backend=mjx"], "applies to brax envs only"),
-    ],
-)
-def test_bad_options_give_one_clear_line(argv, needle, capsys):
-    code, out, err = _run_main(argv, capsys)
-    assert code == 2
-    assert err.startswith("prpo: error: ")
-    assert needle in err, err
-    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+# bad options: tests/test_bad_input.py (the table of every class of bad input)
 
 
 def test_set_parses_types():
