@@ -16,9 +16,11 @@ from prpo import (
     advantages,
     algorithm,
     algorithms,
+    checkpoint,
     diffusion,
     distributions,
     envs,
+    evaluation,
     flow,
     networks,
     normalization,
@@ -36,7 +38,8 @@ from prpo.distributions import Categorical, DiagGaussian, TanhGaussian
 from prpo.diffusion import DiffusionPolicy
 from prpo.envs import make_env
 from prpo.flow import FlowPolicy, PolicyFlowPolicy
-from prpo.experiment import ExperimentResult, grid_hyperparams, run_experiment
+from prpo.evaluation import load
+from prpo.experiment import ExperimentResult, RunInterrupted, grid_hyperparams, run_experiment
 from prpo.parallel import initialize_distributed, make_mesh, make_sharded_train
 from prpo.objectives import bpo, ce_gppo, dual_clip, policy_gradient, ppo_clip, pspo, ratio_diagnostics, spo, topr
 from prpo.policies import CategoricalPolicy, GaussianPolicy
@@ -58,6 +61,10 @@ __all__ = [
     "diffusion",
     "flow",
     "ExperimentResult",
+    "RunInterrupted",
+    "checkpoint",
+    "evaluation",
+    "load",
     "GaussianPolicy",
     "Hyperparams",
     "NonFiniteLossError",

@@ -1,4 +1,4 @@
-"""Command line: ``python -m prpo train ...`` and ``python -m prpo list``.
+"""Command line: ``python -m prpo train ...``, ``python -m prpo eval DIR`` and ``python -m prpo list``.
 
 Every option is validated before anything compiles; a bad one prints a single
 ``prpo: error: ...`` line naming the option and what is allowed, and exits with status 2.
@@ -9,10 +9,11 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
 
 from prpo import algorithms, registry
-from prpo.config import PRESETS, ConfigError, option_names
+from prpo.config import PRESETS, ConfigError, apply_overrides, option_names
 from prpo.experiment import MAX_SEED, check_grid, check_seed, check_seed_index, check_seeds
 
 __all__ = ["main", "build_parser"]
@@ -25,6 +26,9 @@ examples:
   python -m prpo train ppo --env ant --set env_backend=positional --num-envs 2048
   python -m prpo train ppo --grid lr=1e-4,3e-4,1e-3 --seeds 4   # 3 settings x 4 seeds, one compile
   python -m prpo train ppo --num-envs 65536 --set num_steps=16 --devices all   # envs split over every device
+  python -m prpo train ppo --out runs/cp --checkpoint-every 100   # checkpoints; Ctrl-C saves and stops
+  python -m prpo train --resume runs/cp                  # continue a stopped run to its budget
+  python -m prpo eval runs/cp --episodes 20 --video cp.gif
   python -m prpo list
 
 --set KEY=VALUE accepts every static option and hyperparameter (see `python -m prpo list`).
@@ -59,6 +63,19 @@ def _count(flag: str):
     return parse
 
 
+class _DefaultStr(str):
+    """A default argparse shows as itself, told apart from the same value typed (--resume refuses typed ones)."""
+
+
+class _DefaultInt(int):
+    """See :class:`_DefaultStr`."""
+
+
+def _given(value):
+    """The value if the user typed it, else None."""
+    return None if isinstance(value, (_DefaultStr, _DefaultInt)) else value
+
+
 def _int(text: str) -> int:
     try:
         return int(text)
@@ -73,7 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=_EPILOG,
     )
-    sub = parser.add_subparsers(dest="command", metavar="{train,list}")
+    sub = parser.add_subparsers(dest="command", metavar="{train,eval,list}")
     tr = sub.add_parser(
         "train",
         allow_abbrev=False,
@@ -82,11 +99,11 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train ALGO on ENV: all seeds (and --grid settings) vmapped in one compile. "
         "Writes DIR/summary.json and DIR/metrics.jsonl when --out is given.",
     )
-    tr.add_argument("algo", nargs="?", default="ppo", help=f"algorithm, one of: {', '.join(algorithms.names())}")
-    tr.add_argument("--env", default="CartPole-v1", help="environment name (gymnax or brax; see `python -m prpo list`)")
+    tr.add_argument("algo", nargs="?", default=_DefaultStr("ppo"), help=f"algorithm, one of: {', '.join(algorithms.names())}")
+    tr.add_argument("--env", default=_DefaultStr("CartPole-v1"), help="environment name (gymnax or brax; see `python -m prpo list`)")
     tr.add_argument("--preset", default=None, help="named preset (default: picked from the env family); one of: " + ", ".join(PRESETS))
-    tr.add_argument("--seeds", type=_int, default=1, help="number of seeds trained in parallel (vmapped)")
-    tr.add_argument("--seed", type=_int, default=0, help=f"base random seed, an integer in [0, {MAX_SEED}]")
+    tr.add_argument("--seeds", type=_int, default=_DefaultInt(1), help="number of seeds trained in parallel (vmapped)")
+    tr.add_argument("--seed", type=_int, default=_DefaultInt(0), help=f"base random seed, an integer in [0, {MAX_SEED}]")
     tr.add_argument("--seed-index", type=_int, default=None, metavar="K",
                     help="train only seed K of the --seeds batch (its key is the K-th of the batch's keys)")
     tr.add_argument("--num-envs", type=_int, default=None, help="parallel environments per seed (default: the preset's)")
@@ -96,12 +113,33 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2,...", help="sweep a hyperparameter over values (repeatable; cartesian product)")
     tr.add_argument("--devices", default=None, metavar="N|all",
                     help="split each run's envs over N devices (data parallel; 'all': every device); default 1")
-    tr.add_argument("--seed-devices", type=_int, default=1, metavar="M",
+    tr.add_argument("--seed-devices", type=_int, default=_DefaultInt(1), metavar="M",
                     help="lay the seeds over M device groups (a second mesh axis; uses devices × M devices)")
     tr.add_argument("--distributed", action="store_true",
                     help="multi-host: call jax.distributed.initialize first (arguments from SLURM/MPI/TPU env)")
-    tr.add_argument("--out", default=None, metavar="DIR", help="write summary.json and metrics.jsonl here")
+    tr.add_argument("--out", default=None, metavar="DIR",
+                    help="the run directory: run.json, metrics.jsonl (after every chunk), checkpoints/, summary.json")
+    tr.add_argument("--checkpoint-every", type=_int, default=None, metavar="N",
+                    help="also checkpoint every N updates (on chunk ends); a final checkpoint is always written with --out")
+    tr.add_argument("--keep", type=_int, default=None, metavar="K", help="keep the last K checkpoints (default 3)")
+    tr.add_argument("--resume", default=None, metavar="DIR",
+                    help="continue the run in DIR from its last checkpoint (--total-steps may extend it)")
+    tr.add_argument("--overwrite", action="store_true", help="replace the run already in --out DIR (its files are removed)")
+    tr.add_argument("--logger", default=None, metavar="NAMES",
+                    help="metric sinks, comma-separated: jsonl (always written), tensorboard, wandb")
     tr.add_argument("--no-progress", action="store_true", help="disable the progress bar")
+    ev = sub.add_parser(
+        "eval", allow_abbrev=False, help="evaluate (and render) a trained run from its directory",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        description="Play full episodes with every seed of DIR's latest checkpoint (mode action, normaliser frozen as "
+        "trained); print and append the result to DIR/eval.json.",
+    )
+    ev.add_argument("dir", metavar="DIR", help="a run directory written by `train --out DIR`")
+    ev.add_argument("--episodes", type=_int, default=10, help="full episodes per seed")
+    ev.add_argument("--stochastic", action="store_true", help="sample actions instead of the mode")
+    ev.add_argument("--seed", type=_int, default=0, help="seed of the evaluation episodes")
+    ev.add_argument("--video", default=None, metavar="FILE", help="render one episode of the first seed to FILE (.gif or .mp4)")
+    ev.add_argument("--step", type=_int, default=None, metavar="K", help="evaluate checkpoint K instead of the latest")
     sub.add_parser("list", help="list algorithms, presets, environments and options", allow_abbrev=False)
     return parser
 
@@ -124,8 +162,8 @@ _FLAG_OPTIONS = {"num_envs": "--num-envs", "total_timesteps": "--total-steps", "
 
 
 def config_from_args(args):
-    """Build and validate the Config and the grid (no compilation)."""
-    algo = algorithms.get(args.algo)
+    """Build and validate the Config and the grid (no compilation). With ``--resume DIR`` the
+    config is DIR's with the given overrides (``run_experiment`` refuses the disallowed ones)."""
     overrides = {}
     if args.num_envs is not None:
         overrides["num_envs"] = args.num_envs
@@ -141,7 +179,10 @@ def config_from_args(args):
         if key in sets:
             raise ConfigError(f"set {key} with {'the positional ALGO argument' if key == 'algo' else '--env'}, not --set {key}=...")
     overrides.update(sets)
-    cfg = algo.config(args.env, args.preset, **overrides)
+    if args.resume is not None:
+        return _resume_config(args, overrides), None
+    algo = algorithms.get(str(args.algo))
+    cfg = algo.config(str(args.env), args.preset, **overrides)
     grid = {}
     for k, v in _kv(args.grid, "--grid").items():
         try:
@@ -151,15 +192,64 @@ def config_from_args(args):
         if k in sets:
             raise ConfigError(f"{k} is both set (--set {k}={sets[k]}) and swept (--grid {k}={v}); give one")
     check_grid(cfg.hp, grid)
-    check_seeds(args.seeds, args.seed_devices, names=("--seeds", "--seed-devices"))
-    check_seed(args.seed, "--seed")
+    seeds, seed_devices = int(args.seeds), int(args.seed_devices)
+    check_seeds(seeds, seed_devices, names=("--seeds", "--seed-devices"))
+    check_seed(int(args.seed), "--seed")
     if args.seed_index is not None:
-        check_seed_index(args.seed_index, args.seeds, names=("--seed-index", "--seeds"))
-    if args.seed_devices > 1 or cfg.devices > 1:  # enough devices? (before any compile)
+        check_seed_index(args.seed_index, seeds, names=("--seed-index", "--seeds"))
+    _check_run_dir_flags(args, cfg)
+    if seed_devices > 1 or cfg.devices > 1:  # enough devices? (before any compile)
         from prpo.parallel import make_mesh
 
-        make_mesh(cfg.devices, args.seed_devices)
+        make_mesh(cfg.devices, seed_devices)
     return cfg, grid
+
+
+def _check_run_dir_flags(args, cfg) -> None:
+    from prpo import loggers
+    from prpo.experiment import check_checkpointing, check_out_dir
+
+    check_checkpointing(args.checkpoint_every, args.keep, args.out if args.resume is None else args.resume, cfg,
+                        names=("--checkpoint-every", "--keep", "--out"))
+    if args.logger is not None:
+        names = loggers.check_loggers([n.strip() for n in args.logger.split(",")])
+        if set(names) - {"jsonl"} and args.out is None and args.resume is None:
+            raise ConfigError(f"--logger {args.logger} needs --out DIR (where its files go)")
+    if args.resume is None:
+        if args.overwrite and args.out is None:
+            raise ConfigError("--overwrite needs --out DIR (the run directory to replace)")
+        check_out_dir(args.out, args.overwrite)
+
+
+def _resume_config(args, overrides):
+    """``--resume DIR``: DIR's config with ``overrides``; flags that would start another run refused."""
+    from prpo import checkpoint as ck
+
+    for flag, value in (("--preset", args.preset), ("--grid", args.grid or None), ("--seed-index", args.seed_index)):
+        if value is not None:
+            raise ConfigError(f"{flag} does not apply to --resume (a resumed run keeps its own); leave it out")
+    if args.overwrite:
+        raise ConfigError("--resume continues the run in DIR; --overwrite would remove it: give one")
+    if args.out is not None:
+        raise ConfigError("--resume continues the run in its own directory; leave out --out")
+    record = ck.read_run(args.resume)
+    saved = ck.config_from_dict(record["config"])
+    for flag, given, value in (("ALGO", _given(args.algo), saved.algo), ("--env", _given(args.env), saved.env)):
+        if given is not None and given != value:
+            raise ck.CheckpointError(f"{args.resume!r} holds a {saved.algo} run on {saved.env}; {flag} {given} differs "
+                                     "(leave it out to resume)")
+    for flag, given, value in (("--seeds", _given(args.seeds), record["seeds"]), ("--seed", _given(args.seed), record["seed"])):
+        if given is not None and given != value:
+            raise ck.CheckpointError(f"{args.resume!r} was trained with {flag} {value}; {flag} {given} differs "
+                                     "(leave it out to resume)")
+    cfg = ck.resume_config(saved, apply_overrides(saved, overrides), repr(args.resume))
+    _check_run_dir_flags(args, cfg)
+    seed_devices = _given(args.seed_devices) or record["seed_devices"]
+    if seed_devices > 1 or cfg.devices > 1:
+        from prpo.parallel import make_mesh
+
+        make_mesh(cfg.devices, seed_devices)
+    return cfg
 
 
 def _cmd_list() -> int:
@@ -209,6 +299,25 @@ def _initialize_distributed() -> None:
         raise ConfigError(f"--distributed: jax.distributed.initialize failed: {str(e).splitlines()[0] if str(e) else e!r}") from None
 
 
+def _cmd_eval(parser, args) -> int:
+    from prpo import checkpoint as ck
+    from prpo.evaluation import check_eval_args, evaluate_run
+
+    try:
+        check_eval_args(args.episodes, args.seed, names=("--episodes", "--seed"))
+        report = evaluate_run(args.dir, episodes=args.episodes, deterministic=not args.stochastic, seed=args.seed,
+                              video=args.video, step=args.step)
+    except ConfigError as e:
+        parser.exit(2, f"prpo: error: {e}\n")
+    except ck.OutputError as e:
+        parser.exit(1, f"prpo: error: {e}\n")
+    keys = ("update", "episodes", "deterministic", "mean", "std", "per_seed")
+    print(json.dumps({k: report[k] for k in keys}))
+    print(f"appended to {args.dir}/eval.json" + (f"; wrote {args.video} ({report['video']['frames']} frames)"
+                                                 if args.video else ""))
+    return 0
+
+
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -218,30 +327,55 @@ def main(argv=None) -> int:
     if args.command == "list":
         return _cmd_list()
     try:
+        if args.command == "eval":
+            return _cmd_eval(parser, args)
+        return _cmd_train(parser, args)
+    except KeyboardInterrupt:  # a second Ctrl-C, or one while compiling: stop at once, one line
+        where = getattr(args, "out", None) or getattr(args, "resume", None)
+        saved = f"; what {where} held before stays (resume with --resume {where})" if where else ""
+        parser.exit(130, f"\nprpo: interrupted{saved}\n")
+
+
+def _cmd_train(parser, args) -> int:
+    from prpo import checkpoint as ck
+    from prpo.experiment import RunInterrupted, run_experiment
+    from prpo.train import NonFiniteLossError
+
+    try:
         if getattr(args, "distributed", False):
             _initialize_distributed()
         cfg, grid = config_from_args(args)
     except ConfigError as e:
         parser.exit(2, f"prpo: error: {e}\n")
-    from prpo.experiment import run_experiment
-    from prpo.train import NonFiniteLossError
-
+    loggers = [n.strip() for n in args.logger.split(",")] if args.logger else None
     try:
+        resumed = args.resume is not None  # a resumed run takes its seeds from its directory
         result = run_experiment(
-            cfg, seeds=args.seeds, seed=args.seed, grid=grid, out_dir=args.out, progress=not args.no_progress,
-            seed_devices=args.seed_devices, seed_index=args.seed_index,
+            cfg, seeds=None if resumed else int(args.seeds), seed=None if resumed else int(args.seed), grid=grid,
+            out_dir=args.out, progress=not args.no_progress,
+            seed_devices=_given(args.seed_devices) if resumed else int(args.seed_devices), seed_index=args.seed_index,
+            resume=args.resume, overwrite=args.overwrite,
+            checkpoint_every=args.checkpoint_every, keep=args.keep, loggers=loggers,
         )
     except ConfigError as e:
         parser.exit(2, f"prpo: error: {e}\n")
     except NonFiniteLossError as e:
         parser.exit(1, f"prpo: error: {e}\n")
+    except ck.OutputError as e:  # a full disk: one line, and no tracebacks from orbax's writer threads at exit
+        sys.stdout.flush()
+        sys.stderr.write(f"prpo: error: {e}\n")
+        sys.stderr.flush()
+        os._exit(1)
+    except RunInterrupted as e:
+        parser.exit(128 + e.signal, f"prpo: {e}\n")
     s = result.summary
     keys = ("algo", "env", "seeds", "env_steps", "final_return_mean", "final_return_std", "steps_per_s", "compile_s", "wall_s")
     if "final_eval_return_mean" in s:
         keys = keys[:6] + ("final_eval_return_mean",) + keys[6:]
     print(json.dumps({k: s[k] for k in keys}, indent=None))
-    if args.out:
-        print(f"wrote {args.out}/summary.json and {args.out}/metrics.jsonl")
+    out = args.out or args.resume
+    if out:
+        print(f"wrote {out}: summary.json, metrics.jsonl, run.json, checkpoints/ (evaluate: python -m prpo eval {out})")
     return 0
 
 

@@ -18,7 +18,10 @@ import itertools
 import json
 import math
 import os
+import shutil
+import signal
 import sys
+import threading
 import time
 from typing import Any, Sequence
 
@@ -30,7 +33,7 @@ from prpo import memory
 from prpo.config import PRESETS, Config, ConfigError, Hyperparams, check_hyperparams
 from prpo.train import NonFiniteLossError, make_train
 
-__all__ = ["ExperimentResult", "grid_hyperparams", "check_seeds", "run_experiment"]
+__all__ = ["ExperimentResult", "RunInterrupted", "grid_hyperparams", "check_seeds", "run_experiment"]
 
 
 @dataclasses.dataclass
@@ -146,10 +149,187 @@ def _to_py(x):
     return x
 
 
+class RunInterrupted(RuntimeError):
+    """A run stopped by SIGINT / SIGTERM after finishing its current chunk (its checkpoint and
+    metrics written when it has an ``out_dir``). ``signal``: the signal's number."""
+
+    def __init__(self, message: str, signum: int):
+        super().__init__(message)
+        self.signal = signum
+
+
+class _StopRequests:
+    """SIGINT / SIGTERM during training: the first asks the loop to stop after the current chunk
+    (said once on stderr); a second raises KeyboardInterrupt. Installed only in the main thread."""
+
+    def __init__(self, say: bool):
+        self.signum, self.say, self._previous = None, say, {}
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        if self.signum is not None:
+            raise KeyboardInterrupt
+        self.signum = signum
+        if self.say:
+            print(f"\nprpo: {signal.Signals(signum).name}: stopping after the current chunk of updates "
+                  "(send it again to stop at once)", file=sys.stderr, flush=True)
+
+    def __exit__(self, *exc):
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        return False
+
+
+def _chunk_plan(num_updates: int, chunks: int, eval_every: int, checkpoint_every: int | None, start: int = 0) -> list[int]:
+    """Chunk sizes from update ``start`` to ``num_updates``: equal chunks of a size S chosen for
+    progress output (``chunks`` per run), a multiple of ``eval_every`` (evaluations fall every
+    ``eval_every`` updates) dividing ``checkpoint_every`` (checkpoints fall on chunk ends), then
+    the rest. A run resumed at a chunk end continues with exactly the chunks it would have run."""
+    unit = eval_every or 1
+    blocks = num_updates // unit
+    size = (_chunking(blocks, chunks)[0] * unit) if blocks else num_updates
+    if checkpoint_every:  # a divisor of checkpoint_every near the progress size; of the budget too if one is near
+        ideal = size
+        near = lambda m: ideal / 3 <= m <= ideal * 3  # noqa: E731
+        fits = [m for m in range(unit, checkpoint_every + 1, unit) if checkpoint_every % m == 0]
+        both = [m for m in fits if num_updates % m == 0 and near(m)]
+        size = min(both or fits, key=lambda m: abs(math.log(m / ideal)))
+    sizes, pos = [], start
+    if pos % size and pos < num_updates:  # a resumed run whose budget changed: align to the chunks first
+        first = min(size - pos % size, num_updates - pos)
+        sizes.append(first)
+        pos += first
+    full = (num_updates - pos) // size
+    sizes += [size] * full
+    pos += full * size
+    if pos < num_updates:
+        sizes.append(num_updates - pos)
+    return sizes
+
+
+def check_checkpointing(checkpoint_every, keep, out_dir, cfg: Config, names=("checkpoint_every", "keep", "out_dir")) -> None:
+    """The one check of the checkpoint options (CLI and Python API; ``names`` for the messages)."""
+    n_every, n_keep, n_out = names
+    if checkpoint_every is not None:
+        if isinstance(checkpoint_every, bool) or not isinstance(checkpoint_every, (int, np.integer)) or checkpoint_every <= 0:
+            raise ConfigError(f"{n_every} must be a positive integer (updates between checkpoints), got {checkpoint_every!r}")
+        if out_dir is None:
+            raise ConfigError(f"{n_every} needs {n_out} (the run directory the checkpoints go to)")
+        if cfg.eval_every and checkpoint_every % cfg.eval_every:
+            raise ConfigError(f"{n_every}={checkpoint_every} must be a multiple of eval_every={cfg.eval_every} "
+                              "(checkpoints fall between evaluation periods)")
+    if keep is not None:
+        if isinstance(keep, bool) or not isinstance(keep, (int, np.integer)) or keep <= 0:
+            raise ConfigError(f"{n_keep} must be a positive integer (checkpoints kept), got {keep!r}")
+        if out_dir is None:
+            raise ConfigError(f"{n_keep} needs {n_out}")
+
+
+@dataclasses.dataclass
+class _Run:
+    """Everything a run is, resolved and checked before anything compiles."""
+
+    cfg: Config
+    seeds: int
+    seed: int
+    grid: dict
+    seed_index: int | None
+    seed_devices: int
+    chunks: int
+    checkpoint_every: int | None
+    keep: int
+    loggers: tuple
+    out_dir: str | None
+    record: dict | None = None  # run.json
+    start: int = 0  # updates already done (resume)
+    ckpts: Any = None  # checkpoint.Checkpoints
+    ck_record: dict | None = None
+
+
+def _resolve(cfg, seeds, seed, grid, out_dir, chunks, seed_devices, seed_index, resume, overwrite, checkpoint_every,
+             keep, loggers, custom) -> _Run:
+    """Resolve a new run's or a resumed run's settings and check them all (no compile)."""
+    from prpo import checkpoint as ck
+    from prpo import loggers as loggers_lib
+
+    if cfg is not None and not isinstance(cfg, Config):
+        hint = f"; use prpo.preset({cfg!r})" if isinstance(cfg, str) and cfg in PRESETS else ""
+        raise ConfigError(f"run_experiment needs a prpo.Config as its first argument, got {type(cfg).__name__} {cfg!r}{hint}")
+    if isinstance(chunks, bool) or not isinstance(chunks, (int, np.integer)) or chunks <= 0:
+        raise ConfigError(f"chunks must be a positive integer (progress / stop checks per run), got {chunks!r}")
+    if resume is None:
+        if cfg is None:
+            raise ConfigError("run_experiment needs a prpo.Config (or resume=DIR to continue a run)")
+        run = _Run(cfg=cfg, seeds=1 if seeds is None else seeds, seed=0 if seed is None else seed, grid=grid or {},
+                   seed_index=seed_index, seed_devices=1 if seed_devices is None else seed_devices, chunks=chunks,
+                   checkpoint_every=checkpoint_every, keep=3 if keep is None else keep,
+                   loggers=loggers_lib.check_loggers(loggers or ("jsonl",)), out_dir=out_dir)
+        check_checkpointing(checkpoint_every, keep, out_dir, cfg)
+        if jax.process_index() == 0:
+            check_out_dir(out_dir, overwrite)
+        if loggers and set(run.loggers) - {"jsonl"} and out_dir is None:
+            raise ConfigError(f"loggers {', '.join(n for n in run.loggers if n != 'jsonl')} need out_dir (where their files go)")
+    else:
+        if overwrite:
+            raise ConfigError("resume continues the run in its directory; overwrite would remove it: give one")
+        if out_dir is not None and os.path.abspath(out_dir) != os.path.abspath(resume):
+            raise ConfigError(f"a resumed run continues in its own directory {str(resume)!r}; out_dir={str(out_dir)!r} "
+                              "differs (leave it out)")
+        out_dir = resume
+        record = ck.read_run(resume)
+        ck.check_custom(record, custom, resume)
+        saved = ck.config_from_dict(record["config"])
+        cfg = saved if cfg is None else ck.resume_config(saved, cfg, repr(str(resume)))
+        for name, given, value in (("seeds", seeds, record["seeds"]), ("seed", seed, record["seed"]),
+                                   ("seed_index", seed_index, record.get("seed_index")),
+                                   ("grid", grid if grid else None, record["grid"] or None)):
+            if given is not None and _jsonable(given) != value:
+                raise ck.CheckpointError(f"cannot resume {str(resume)!r} with {name}={given!r}: it was trained with "
+                                         f"{name}={value!r}")
+        run = _Run(cfg=cfg, seeds=record["seeds"], seed=record["seed"], grid=record["grid"] or {},
+                   seed_index=record.get("seed_index"),
+                   seed_devices=record["seed_devices"] if seed_devices is None else seed_devices,
+                   chunks=record["chunks"],
+                   checkpoint_every=record["checkpoint_every"] if checkpoint_every is None else checkpoint_every,
+                   keep=record["keep"] if keep is None else keep,
+                   loggers=loggers_lib.check_loggers(loggers or record["loggers"]), out_dir=out_dir, record=record)
+        check_checkpointing(run.checkpoint_every, run.keep, out_dir, cfg)
+        run.ckpts = ck.Checkpoints(out_dir, keep=run.keep)
+        steps = run.ckpts.steps()
+        if not steps:
+            raise ck.CheckpointError(f"{str(resume)!r} has no complete checkpoint to resume from (the run stopped before "
+                                     "its first one); start it again with overwrite (--overwrite)")
+        run.start = steps[-1]
+        run.ck_record = run.ckpts.record(run.start)
+        if run.start >= cfg.num_updates:
+            raise ck.CheckpointError(
+                f"the run in {str(resume)!r} has done all its {run.start} updates; to train on, extend its budget "
+                f"beyond total_timesteps={cfg.num_updates * cfg.batch_size} (--total-steps / --set total_timesteps=...)")
+        if run.ck_record.get("config", {}).get("algo") != cfg.algo:
+            raise ck.CheckpointError(f"checkpoint {run.ckpts.path(run.start)} is not of this run's algorithm {cfg.algo!r}")
+    check_seeds(run.seeds, run.seed_devices)
+    check_seed(run.seed)
+    if run.seed_index is not None:
+        check_seed_index(run.seed_index, run.seeds)
+        if run.seed_devices > 1:
+            raise ConfigError("seed_index runs one seed: seed_devices must be 1")
+    check_grid(cfg.hp, run.grid)
+    return run
+
+
+def _jsonable(x):
+    return json.loads(json.dumps(x, default=lambda v: v.tolist() if hasattr(v, "tolist") else str(v)))
+
+
 def run_experiment(
-    cfg: Config,
-    seeds: int = 1,
-    seed: int = 0,
+    cfg: Config | None = None,
+    seeds: int | None = None,
+    seed: int | None = None,
     grid: dict[str, Sequence[float]] | None = None,
     out_dir: str | os.PathLike | None = None,
     progress: bool = True,
@@ -157,15 +337,35 @@ def run_experiment(
     network=None,
     policy=None,
     surrogate=None,
-    seed_devices: int = 1,
+    seed_devices: int | None = None,
     env=None,
     seed_index: int | None = None,
+    *,
+    resume: str | os.PathLike | None = None,
+    overwrite: bool = False,
+    checkpoint_every: int | None = None,
+    keep: int | None = None,
+    loggers: Sequence[str] | None = None,
 ) -> ExperimentResult:
-    """Train ``seeds`` seeds (× every ``grid`` setting) of ``cfg`` in one compile.
+    """Train ``seeds`` seeds (default 1, base seed ``seed``, default 0) × every ``grid`` setting
+    of ``cfg`` in one compile.
 
-    Writes ``summary.json`` and ``metrics.jsonl`` (one line per update, means over seeds, the
-    per-seed returns) to ``out_dir`` when given. Raises :class:`NonFiniteLossError` naming the
-    update if any run produced a non-finite loss.
+    With ``out_dir`` the run lives on disk as it trains (``prpo.checkpoint`` has the layout):
+    ``run.json`` first, ``metrics.jsonl`` appended after every chunk, a full-state checkpoint
+    every ``checkpoint_every`` updates (falling on chunk ends; the last ``keep``, default 3, are
+    kept) and at the end, then ``summary.json``. ``loggers``: also ``"tensorboard"`` /
+    ``"wandb"`` (:mod:`prpo.loggers`). An ``out_dir`` that holds a run is refused unless
+    ``overwrite=True`` (which removes that run's files).
+
+    ``resume=DIR`` continues the run in DIR from its latest checkpoint to its budget, bit for
+    bit as if it had not stopped (same device count). ``cfg`` may then be left out; if given it
+    may differ from the saved config only in ``total_timesteps`` (to extend the run), ``devices``
+    and hyperparameter values. ``seeds``, ``seed``, ``grid`` and ``seed_index`` come from DIR.
+
+    SIGINT / SIGTERM finish the current chunk, write a checkpoint and the metrics so far and
+    raise :class:`RunInterrupted`; a non-finite loss raises :class:`NonFiniteLossError` naming
+    the update, keeping the last finite checkpoint; a failed write (disk full) raises
+    :class:`prpo.checkpoint.OutputError`, every file written before staying valid.
 
     ``cfg.devices > 1`` splits each run's envs over that many devices (``prpo.parallel``);
     ``seed_devices > 1`` lays the seeds over a second mesh axis of that many device groups
@@ -177,125 +377,203 @@ def run_experiment(
     batched and unbatched kernels round differently, so it matches to rounding at first and may
     drift over a long run (README, "Reproducing one seed").
     """
-    if not isinstance(cfg, Config):
-        hint = f"; use prpo.preset({cfg!r})" if isinstance(cfg, str) and cfg in PRESETS else ""
-        raise ConfigError(f"run_experiment needs a prpo.Config as its first argument, got {type(cfg).__name__} {cfg!r}{hint}")
-    check_seeds(seeds, seed_devices)
-    check_seed(seed)
-    if seed_index is not None:
-        check_seed_index(seed_index, seeds)
-        if seed_devices > 1:
-            raise ConfigError("seed_index runs one seed: seed_devices must be 1")
-    if isinstance(chunks, bool) or not isinstance(chunks, (int, np.integer)) or chunks <= 0:
-        raise ConfigError(f"chunks must be a positive integer (progress / stop checks per run), got {chunks!r}")
-    check_grid(cfg.hp, grid)
-    writer = jax.process_index() == 0  # multi-host: one writer
-    if writer:
-        check_out_dir(out_dir)
+    from prpo import checkpoint as ck
+    from prpo import loggers as loggers_lib
+
+    custom = {"env": env, "policy": policy, "network": network, "surrogate": surrogate}
+    run = _resolve(cfg, seeds, seed, grid, out_dir, chunks, seed_devices, seed_index, resume, overwrite,
+                   checkpoint_every, keep, loggers, custom)
+    cfg, out_dir, start = run.cfg, run.out_dir, run.start
+    writer = jax.process_index() == 0  # multi-host: one writer of the small files (checkpoints: every process)
     note = None
     if cfg.total_timesteps % cfg.batch_size:
         note = (f"total_timesteps={cfg.total_timesteps} is not a multiple of num_envs × num_steps = {cfg.batch_size}: "
                 f"training {cfg.num_updates} updates = {cfg.num_updates * cfg.batch_size} env steps per seed")
-        if writer:
+        if writer and not start:
             print(f"prpo: note: {note}", file=sys.stderr)
     t_start = time.perf_counter()
-    sharded = cfg.devices > 1 or seed_devices > 1
+    sharded = cfg.devices > 1 or run.seed_devices > 1
     if sharded:
         from prpo import parallel
 
-        mesh = parallel.make_mesh(cfg.devices, seed_devices)
+        mesh = parallel.make_mesh(cfg.devices, run.seed_devices)
         trainer = parallel.make_sharded_train(cfg, mesh, policy=policy, network=network, surrogate=surrogate, env=env)
     else:
         trainer = make_train(cfg, policy=policy, network=network, surrogate=surrogate, env=env)
-    hps, settings = grid_hyperparams(cfg.hp, grid)
+    hps, settings = grid_hyperparams(cfg.hp, run.grid)
     n_set = len(settings)
-    keys = seed_keys(seed, seeds, seed_index)
-    n_seeds = seeds if seed_index is None else 1
+    keys = seed_keys(run.seed, run.seeds, run.seed_index)
+    n_seeds = run.seeds if run.seed_index is None else 1
     fetch = jax.device_get
     if sharded:  # inputs replicated over the (possibly multi-host) mesh; outputs fetched from it
         keys, hps = parallel.replicated(mesh, (keys, hps))
         fetch = parallel.fetch
-    spmd = {"spmd_axis_name": "seeds"} if seed_devices > 1 else {}
+    spmd = {"spmd_axis_name": "seeds"} if run.seed_devices > 1 else {}
 
     over_seeds = lambda f: jax.vmap(f, in_axes=(0, None), **spmd)  # noqa: E731
     init = jax.jit(jax.vmap(over_seeds(trainer.init), in_axes=(None, 0)))
-    if cfg.eval_every:  # chunks of whole evaluation periods, so evaluations fall every eval_every updates
-        blocks, rest = divmod(cfg.num_updates, cfg.eval_every)
-        sizes = [n * cfg.eval_every for n in _chunking(blocks, chunks)] if blocks else []
-        sizes += [rest] if rest else []
-    else:
-        sizes = _chunking(cfg.num_updates, chunks)
+    sizes = _chunk_plan(cfg.num_updates, run.chunks, cfg.eval_every, run.checkpoint_every, start)
     runners = {}
     t0 = time.perf_counter()
     # one device: compile against the state's shapes and check the estimate against the device's
     # memory before the state is allocated; sharded: the state's placement fixes the compile
-    state = jax.eval_shape(init, keys, hps) if not sharded else init(keys, hps)
+    state = ck._on_device(jax.eval_shape(init, keys, hps)) if not sharded else init(keys, hps)
+    history = None
+    if start:  # the checkpoint, restored into this run's structure and placement before anything compiles
+        state, history = run.ckpts.restore(start, state, run.ck_record, (n_set, n_seeds))
     for n in sorted(set(sizes)):
         run_n = lambda s, h, n=n: trainer.run(s, h, n)  # noqa: E731
         fn = jax.jit(jax.vmap(jax.vmap(run_n, in_axes=(0, None), **spmd), in_axes=(0, 0)))
         runners[n] = fn.lower(state, hps).compile()
     memory.check_fits(runners[max(runners)], num_envs=cfg.num_envs, what=f"{n_seeds} seed(s) × {n_set} setting(s) of {cfg.algo}",
                       device=trainer.mesh.devices.flat[0] if sharded else None)
-    if not sharded:
+    if not sharded and not start:
         state = init(keys, hps)
     jax.block_until_ready(state)
     compile_s = time.perf_counter() - t0
 
+    # the run record first: a run killed at any point after this is resumable from its last checkpoint
+    record = None
+    if out_dir is not None:
+        if run.ckpts is None:
+            run.ckpts = ck.Checkpoints(out_dir, keep=run.keep)
+        record = run.record or {
+            "format": ck.FORMAT, "algo": cfg.algo, "env": cfg.env if env is None else trainer.env.spec.name,
+            "seeds": run.seeds, "seed": run.seed, "seed_index": run.seed_index, "seed_devices": run.seed_devices,
+            "grid": _jsonable(run.grid), "settings": settings, "chunks": run.chunks,
+            "checkpoint_every": run.checkpoint_every, "keep": run.keep, "loggers": list(run.loggers),
+            "custom": [k for k in ck.CUSTOM if custom[k] is not None], "run_id": f"{int(time.time())}-{os.getpid()}",
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "prpo": _version(), "jax": jax.__version__,
+            "resumes": [],
+        }
+        record.update(config=cfg.to_dict(), status="running", seed_devices=run.seed_devices,
+                      checkpoint_every=run.checkpoint_every, keep=run.keep, loggers=list(run.loggers))
+        if start:
+            record["resumes"].append({"update": start, "at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "prpo": _version(),
+                                      "jax": jax.__version__})
+            old_summary = os.path.join(out_dir, ck.SUMMARY)
+            if os.path.exists(old_summary):  # an extended finished run: its summary is kept, renamed
+                os.replace(old_summary, os.path.join(out_dir, f"summary.update-{start}.json"))
+        if writer:
+            ck.write_json(os.path.join(out_dir, ck.RUN_FILE), record)
+
     bar = None
-    if progress and jax.process_index() == 0:
+    if progress and writer:
         try:
             from tqdm.auto import tqdm
 
-            bar = tqdm(total=cfg.num_updates * cfg.batch_size, unit="step", unit_scale=True,
-                       desc=f"{cfg.algo} {trainer.env.spec.name}")
+            bar = tqdm(total=cfg.num_updates * cfg.batch_size, initial=start * cfg.batch_size, unit="step",
+                       unit_scale=True, desc=f"{cfg.algo} {trainer.env.spec.name}")
         except ImportError:  # pragma: no cover
             bar = None
-    chunks_out = []
-    stream = MetricsStream(out_dir, cfg, settings) if out_dir is not None and writer else None
-    t_run = time.perf_counter()
-    done = 0
-    for n in sizes:
-        state, metrics = runners[n](state, hps)
-        metrics = fetch(metrics)
-        chunks_out.append(metrics)
-        if stream is not None:
-            stream.write(metrics)
-        done += n
-        bad = np.asarray(fetch(state.nonfinite_update))
+    chunks_out = [history] if history is not None else []
+    sinks = []
+    if out_dir is not None and writer:
+        sinks.append(MetricsStream(out_dir, cfg, settings, start=start))
+        sinks += loggers_lib.make_sinks(run.loggers, out_dir, settings=settings, batch_size=cfg.batch_size,
+                                        run_name=os.path.basename(os.path.abspath(out_dir)), start_update=start,
+                                        run_id=record["run_id"], config=cfg.to_dict())
+    saved = {"step": start if start else None, "periodic": start}
+
+    def history_so_far():
+        return {k: np.concatenate([c[k] for c in chunks_out], axis=-1) for k in chunks_out[0]}
+
+    def checkpoint(st, step):
+        """Checkpoint ``st`` after update ``step`` (once per step)."""
+        if out_dir is None or step == saved["step"] or step == 0:
+            return
+        ck_s = run.ckpts.save(step, st, history_so_far(), {
+            "config": cfg.to_dict(), "settings": settings, "seeds": run.seeds, "seed": run.seed,
+            "seed_index": run.seed_index, "prpo": _version(), "jax": jax.__version__})
+        saved["step"] = step
+        ck_times.append(ck_s)
+
+    def finish_files(status, **extra):
+        for s in sinks:
+            s.close()
         if bar is not None:
-            bar.update(n * cfg.batch_size)
-            post = {"ret": f"{np.nanmean(metrics['last_return'][..., -1]):.1f}"}
-            if cfg.eval_every and np.isfinite(metrics["eval_return"][..., -1]).any():
-                post["eval"] = f"{np.nanmean(metrics['eval_return'][..., -1]):.1f}"
-            bar.set_postfix(**post)
-        if (bad >= 0).any():
-            if bar is not None:
-                bar.close()
-            if stream is not None:
-                stream.close()
-            g, s = np.argwhere(bad >= 0)[0]
-            raise NonFiniteLossError(
-                f"non-finite loss at update {int(bad[g, s]) + 1} of {cfg.num_updates} (seed index {s}"
-                + (f", setting {settings[g]}" if settings[g] else "")
-                + "); training stopped. Lower the learning rate, check rewards/observations for NaN or "
-                "enable normalize_obs / normalize_reward."
-            )
-    jax.block_until_ready(state)
-    run_s = time.perf_counter() - t_run
+            bar.close()
+        if record is not None and writer:
+            record.update(status=status, last_checkpoint=saved["step"], **extra)
+            ck.write_json(os.path.join(out_dir, ck.RUN_FILE), record)
+
+    def where():
+        if saved["step"] is None:
+            return "no checkpoint was written"
+        return f"checkpoint after update {saved['step']} in {run.ckpts.path(saved['step'])}"
+
+    ck_times = []
+    t_run = time.perf_counter()
+    done = start
+    try:
+        with _StopRequests(say=writer) as stop:
+            for n in sizes:
+                before = state
+                state, metrics = runners[n](state, hps)
+                metrics = fetch(metrics)
+                bad = np.asarray(fetch(state.nonfinite_update))
+                chunks_out.append(metrics)
+                for s in sinks:
+                    s.write(metrics, done)
+                done += n
+                if bar is not None:
+                    bar.update(n * cfg.batch_size)
+                    post = {"ret": f"{np.nanmean(metrics['last_return'][..., -1]):.1f}"}
+                    if cfg.eval_every and np.isfinite(metrics["eval_return"][..., -1]).any():
+                        post["eval"] = f"{np.nanmean(metrics['eval_return'][..., -1]):.1f}"
+                    bar.set_postfix(**post)
+                if (bad >= 0).any():  # keep the last finite state: the one before this chunk
+                    chunks_out.pop()
+                    checkpoint(before, done - n)
+                    g, s = np.argwhere(bad >= 0)[0]
+                    finish_files("failed", failed_update=int(bad[g, s]) + 1)
+                    raise NonFiniteLossError(
+                        f"non-finite loss at update {int(bad[g, s]) + 1} of {cfg.num_updates} (seed index {s}"
+                        + (f", setting {settings[g]}" if settings[g] else "")
+                        + "); training stopped. Lower the learning rate, check rewards/observations for NaN or "
+                        "enable normalize_obs / normalize_reward."
+                        + (f" Last finite state: {where()} (resume with a changed hyperparameter: "
+                           f"--resume {out_dir} --set lr=...)" if out_dir is not None and saved["step"] else "")
+                    )
+                del before
+                if run.checkpoint_every and done // run.checkpoint_every > saved["periodic"] // run.checkpoint_every:
+                    checkpoint(state, done)
+                    saved["periodic"] = done
+                if stop.signum is not None and done < cfg.num_updates:
+                    checkpoint(state, done)
+                    name = signal.Signals(stop.signum).name
+                    finish_files("interrupted", interrupted_update=done)
+                    if out_dir is None:
+                        msg = (f"{name}: stopped after update {done} of {cfg.num_updates}; nothing was saved (train with "
+                               "--out DIR to keep checkpoints and metrics)")
+                    else:
+                        msg = (f"{name}: stopped after update {done} of {cfg.num_updates}; metrics in "
+                               f"{os.path.join(out_dir, ck.METRICS)}, {where()}; continue with: python -m prpo train "
+                               f"--resume {out_dir}")
+                    raise RunInterrupted(msg, stop.signum)
+            jax.block_until_ready(state)
+            run_s = time.perf_counter() - t_run
+            loop_ck_s = sum(ck_times)  # periodic checkpoints inside the timed loop
+            checkpoint(state, done)  # the final checkpoint
+    except ck.OutputError as e:
+        for s in sinks:
+            s.close(ok=False) if isinstance(s, MetricsStream) else s.close()
+        if bar is not None:
+            bar.close()
+        raise ck.OutputError(f"{e}; the run stopped after update {done}; {where()}") from None
     if bar is not None:
         bar.close()
-    if stream is not None:
-        stream.close()
 
-    metrics = {k: np.concatenate([c[k] for c in chunks_out], axis=-1) for k in chunks_out[0]}
+    metrics = history_so_far()
     final = np.asarray(metrics["last_return"][..., -1])  # [G, S]
     env_steps = cfg.num_updates * cfg.batch_size
     total_steps = env_steps * n_seeds * n_set
+    steps_now = (cfg.num_updates - start) * cfg.batch_size * n_seeds * n_set
     summary = {
         "algo": cfg.algo,
         "env": cfg.env if env is None else trainer.env.spec.name,
-        "seeds": seeds,
-        **({"seed_index": seed_index} if seed_index is not None else {}),
+        "seeds": run.seeds,
+        **({"seed_index": run.seed_index} if run.seed_index is not None else {}),
         "settings": settings,
         "num_envs": cfg.num_envs,
         "num_updates": cfg.num_updates,
@@ -306,21 +584,39 @@ def run_experiment(
         "final_return_stderr": float(np.nanstd(final) / math.sqrt(max(final.size, 1))),
         "final_returns": final[0].tolist() if n_set == 1 else final.tolist(),
         **_eval_summary(metrics, n_set),
-        "steps_per_s": total_steps / run_s,
+        "steps_per_s": steps_now / max(run_s - loop_ck_s, 1e-9),
         "compile_s": compile_s,
         "run_s": run_s,
         "wall_s": time.perf_counter() - t_start,
+        **({"resumed_at_update": start} if start else {}),
+        **({"checkpoint_s": ck_times[-1], "checkpoint_bytes": _size(run.ckpts.path(saved["step"])),
+            "checkpoints_written": len(ck_times)} if ck_times else {}),
         "device": str(jax.devices()[0].device_kind),
         "devices": cfg.devices,
-        "seed_devices": seed_devices,
+        "seed_devices": run.seed_devices,
         "processes": jax.process_count(),
         "jax": jax.__version__,
         "config": cfg.to_dict(),
         **({"note": note} if note else {}),
     }
     if out_dir is not None and writer:
+        finish_files("finished")
         write_summary(out_dir, summary)
     return ExperimentResult(summary=summary, metrics=metrics, state=state, grid=settings)
+
+
+def _size(path) -> int:
+    """Bytes of the files under ``path``."""
+    return sum(os.path.getsize(os.path.join(d, f)) for d, _, files in os.walk(path) for f in files)
+
+
+def _version() -> str:
+    from importlib import metadata
+
+    try:
+        return metadata.version("prpo")
+    except metadata.PackageNotFoundError:  # pragma: no cover - run from a source tree
+        return "unknown"
 
 
 def _eval_summary(metrics, n_set: int) -> dict:
@@ -337,17 +633,30 @@ def _eval_summary(metrics, n_set: int) -> dict:
     }
 
 
-def check_out_dir(out_dir) -> None:
+def check_out_dir(out_dir, overwrite: bool = False) -> None:
     """Refuse, before anything compiles, an ``out_dir`` that cannot be written or already holds a
-    finished run (its ``summary.json``): a finished run's files are never silently replaced."""
+    run (finished or not): a run's files are never silently replaced. ``overwrite=True`` removes
+    that run's files (only those prpo writes) instead."""
+    from prpo import checkpoint as ck
+
     if out_dir is None:
+        if overwrite:
+            raise ConfigError("overwrite needs out_dir (the run directory to replace)")
         return
     if not isinstance(out_dir, (str, os.PathLike)) or not str(out_dir).strip():
         raise ConfigError(f"out_dir must be a directory path, got {out_dir!r}")
     if os.path.exists(out_dir) and not os.path.isdir(out_dir):
         raise ConfigError(f"out_dir={str(out_dir)!r} exists and is not a directory")
-    if os.path.exists(os.path.join(out_dir, "summary.json")):
-        raise ConfigError(f"out_dir={str(out_dir)!r} already holds a finished run (summary.json); choose another directory")
+    present = ck.run_files(out_dir) if os.path.isdir(out_dir) else []
+    if present and not overwrite:
+        if ck.SUMMARY in present:
+            what, hint = "a finished run (summary.json)", ""
+        elif ck.RUN_FILE in present or ck.CHECKPOINTS in present:
+            what, hint = "an unfinished run (run.json)", f"continue it with --resume {out_dir} (resume=DIR), "
+        else:
+            what, hint = f"a run's files ({', '.join(present)})", ""
+        raise ConfigError(f"out_dir={str(out_dir)!r} already holds {what}; {hint}choose another directory, or pass "
+                          "--overwrite (overwrite=True) to replace it")
     try:
         os.makedirs(out_dir, exist_ok=True)
         probe = os.path.join(out_dir, ".prpo-write-test")
@@ -356,6 +665,9 @@ def check_out_dir(out_dir) -> None:
         os.remove(probe)
     except OSError as e:
         raise ConfigError(f"out_dir={str(out_dir)!r} is not writable: {e.strerror or e}") from None
+    for name in present:  # overwrite: only the files a run writes
+        path = os.path.join(out_dir, name)
+        shutil.rmtree(path) if os.path.isdir(path) else os.remove(path)
 
 
 def metric_rows(chunk: dict, settings, batch_size: int, first_update: int = 0) -> list[str]:
@@ -389,28 +701,68 @@ def metric_rows(chunk: dict, settings, batch_size: int, first_update: int = 0) -
 
 
 class MetricsStream:
-    """``metrics.jsonl`` appended and flushed after every chunk of updates (only whole lines)."""
+    """``metrics.jsonl`` appended and flushed after every chunk of updates, whole lines only: a
+    write that fails (disk full) is cut back to the last whole chunk and raises
+    :class:`prpo.checkpoint.OutputError`. ``start``: a resumed run's updates done; lines of later
+    updates (written after its last checkpoint) are dropped first."""
 
-    def __init__(self, out_dir, cfg: Config, settings):
-        self.path = os.path.join(out_dir, "metrics.jsonl")
-        self.cfg, self.settings, self.done = cfg, settings, 0
-        self.file = open(self.path, "w")
+    def __init__(self, out_dir, cfg: Config, settings, start: int = 0):
+        from prpo import checkpoint as ck
 
-    def write(self, chunk: dict) -> None:
-        self.file.write("".join(metric_rows(chunk, self.settings, self.cfg.batch_size, self.done)))
-        self.file.flush()
-        self.done += int(np.asarray(chunk["update"]).shape[-1])
+        self.path = os.path.join(out_dir, ck.METRICS)
+        self.cfg, self.settings = cfg, settings
+        try:
+            if start and os.path.exists(self.path):
+                _truncate_metrics(self.path, start)
+            self.fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | (0 if start else os.O_TRUNC), 0o644)
+        except OSError as e:
+            raise ck.OutputError(f"could not write {self.path}: {e.strerror or e}") from None
 
-    def close(self) -> None:
-        self.file.close()
+    def write(self, chunk: dict, first_update: int) -> None:
+        from prpo import checkpoint as ck
+
+        data = "".join(metric_rows(chunk, self.settings, self.cfg.batch_size, first_update)).encode()
+        end = os.lseek(self.fd, 0, os.SEEK_END)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(self.fd, view):]
+        except OSError as e:
+            try:
+                os.ftruncate(self.fd, end)  # only whole lines stay
+            except OSError:  # pragma: no cover
+                pass
+            raise ck.OutputError(f"could not write {self.path}: {e.strerror or e}") from None
+
+    def close(self, ok: bool = True) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+
+def _truncate_metrics(path, last_update: int) -> None:
+    """Keep the lines of updates ≤ ``last_update`` (and no cut line), written atomically."""
+    keep = []
+    with open(path) as f:
+        for line in f:
+            if not line.endswith("\n"):
+                break
+            try:
+                if json.loads(line)["update"] > last_update:
+                    break
+            except (ValueError, KeyError):
+                break
+            keep.append(line)
+    with open(path + ".tmp", "w") as f:
+        f.writelines(keep)
+    os.replace(path + ".tmp", path)
 
 
 def write_summary(out_dir, summary) -> None:
     """``summary.json``, written to a temporary file first and renamed (never half written)."""
-    path = os.path.join(out_dir, "summary.json")
-    with open(path + ".tmp", "w") as f:
-        json.dump(summary, f, indent=2, default=_to_py)
-    os.replace(path + ".tmp", path)
+    from prpo import checkpoint as ck
+
+    ck.write_json(os.path.join(out_dir, ck.SUMMARY), summary)
 
 
 def write_outputs(out_dir, summary, metrics, cfg: Config, settings) -> None:

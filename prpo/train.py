@@ -31,7 +31,8 @@ from prpo.config import Config, ConfigError, Hyperparams, check_split
 from prpo.rollout import collect
 from prpo.update import SURROGATES, Batch, lr_fraction, make_optimizer, schedule_fractions, sgd_epochs
 
-__all__ = ["TrainState", "Trainer", "make_train", "make_policy", "check_env", "evaluate", "NonFiniteLossError"]
+__all__ = ["TrainState", "Trainer", "make_train", "make_policy", "check_env", "evaluate", "episode_returns",
+           "NonFiniteLossError"]
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -284,22 +285,34 @@ def make_train(
 
 
 def evaluate(trainer: Trainer, state: TrainState, key, num_episodes: int | None = None, deterministic: bool = True):
-    """Return the mean return of one episode per env of a fresh batch, with frozen statistics.
+    """The mean return of ``num_episodes`` full episodes (default: the trainer's ``num_envs``),
+    one per env of a fresh batch, with the mode action (``deterministic``) or a sample and the
+    observation normaliser frozen at ``state.obs_rms``. ``state`` is one run's. Pure; jit it if
+    called often. :func:`episode_returns` gives the returns themselves."""
+    returns, finished = episode_returns(trainer, state, key, num_episodes, deterministic)
+    return jnp.where(finished, returns, 0.0).sum() / jnp.maximum(finished.sum(), 1)
 
-    Runs ``max_episode_steps`` steps of ``num_episodes`` envs (default: the trainer's
-    ``num_envs``; another number needs an env with ``with_num_envs``) with the mode action
-    (``deterministic``) or a sample, observation normalisation frozen at ``state.obs_rms``, and
-    averages the first finished episode of every env. Pure; jit it if called often.
-    """
+
+def episode_returns(trainer: Trainer, state: TrainState, key, num_episodes: int | None = None,
+                    deterministic: bool = True):
+    """``(returns [N], finished [N])``: the return of the first episode of each of ``N =
+    num_episodes`` fresh envs, run for the env's ``max_episode_steps`` (so every episode of an env
+    with a time limit finishes; ``finished`` says which did). Same policy, normaliser and
+    randomness rules as :func:`evaluate`."""
     env = trainer.env
     if num_episodes is not None and num_episodes != env.num_envs:
         if isinstance(num_episodes, bool) or not isinstance(num_episodes, int) or num_episodes <= 0:
             raise ConfigError(f"num_episodes must be a positive integer, got {num_episodes!r}")
         env = env.with_num_envs(num_episodes)
-    return _greedy_return(trainer.config, env, trainer.policy, state.params, state.obs_rms, key, deterministic)
+    return _episodes(trainer.config, env, trainer.policy, state.params, state.obs_rms, key, deterministic)
 
 
 def _greedy_return(cfg: Config, env, policy, params, obs_rms, key, deterministic: bool = True):
+    returns, finished = _episodes(cfg, env, policy, params, obs_rms, key, deterministic)
+    return returns.sum() / jnp.maximum(finished.sum(), 1)
+
+
+def _episodes(cfg: Config, env, policy, params, obs_rms, key, deterministic: bool = True):
     to_input = _obs_transform(cfg, obs_rms)
     spec = env.spec
     clip = _action_transform(spec)
@@ -319,4 +332,4 @@ def _greedy_return(cfg: Config, env, policy, params, obs_rms, key, deterministic
     n = env.num_envs
     init = (env_state, obs, jnp.zeros(n, bool), jnp.zeros(n, jnp.float32))
     (_, _, finished, returns), _ = jax.lax.scan(step, init, jax.random.split(k_run, spec.max_episode_steps))
-    return returns.sum() / jnp.maximum(finished.sum(), 1)
+    return returns, finished

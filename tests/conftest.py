@@ -16,3 +16,14 @@ def maybe_jit(request):
     import jax
 
     return jax.jit if request.param else (lambda f: f)
+
+
+def pytest_configure(config):
+    """One persistent JAX compilation cache for the session (xdist workers and the CLI
+    subprocesses inherit it): the many tests that compile the same tiny trainers — a run and its
+    resume, the CLI runs — compile each once. Same HLO, same executable: results are unchanged."""
+    import os
+    import tempfile
+
+    if "JAX_COMPILATION_CACHE_DIR" not in os.environ and not hasattr(config, "workerinput"):
+        os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="prpo-test-jax-cache-")
