@@ -338,12 +338,14 @@ class Checkpoints:
         """The JSON record of checkpoint ``step`` (:class:`CheckpointError` if unreadable)."""
         ocp = self._ocp
         try:
-            out = self.manager.restore(step, args=ocp.args.Composite(record=ocp.args.JsonRestore()))
+            with _quiet_orbax():
+                out = self.manager.restore(step, args=ocp.args.Composite(record=ocp.args.JsonRestore()))
             record = out.record
             if not isinstance(record, dict) or "update" not in record:
                 raise ValueError("no update count in its record")
             return record
         except Exception as e:  # noqa: BLE001
+            _silence_orbax()
             raise CheckpointError(self._corrupt(step, e)) from None
 
     def restore(self, step: int, abstract_state, record: dict, history_shape: tuple[int, int]):
@@ -355,9 +357,11 @@ class Checkpoints:
         n_groups, n_seeds = history_shape
         metrics = {k: np.zeros((n_groups, n_seeds, step), np.dtype(d)) for k, d in record["metrics"].items()}
         try:
-            out = self.manager.restore(step, args=ocp.args.Composite(
-                state=ocp.args.StandardRestore(target), history=ocp.args.StandardRestore(metrics)))
+            with _quiet_orbax():
+                out = self.manager.restore(step, args=ocp.args.Composite(
+                    state=ocp.args.StandardRestore(target), history=ocp.args.StandardRestore(metrics)))
         except Exception as e:  # noqa: BLE001
+            _silence_orbax()  # tensorstore's callbacks would report it again, with tracebacks
             raise CheckpointError(self._corrupt(step, e)) from None
         got = jax.tree.map(lambda x: (tuple(x.shape), str(x.dtype)), out.state)
         want = jax.tree.map(lambda x: (tuple(x.shape), str(x.dtype)), target)

@@ -75,8 +75,6 @@ CASES = {
 def test_stop_and_resume_is_bit_identical_to_a_straight_run(algo, tmp_path, monkeypatch):
     make_cfg, grid, every = CASES[algo]
     cfg = make_cfg()
-    if algo == "ppo_ewma" and "ewma_decay" not in cfg.hp.names():
-        pytest.skip("ppo_ewma has no ewma_decay hyperparameter")
     straight = prpo.run_experiment(cfg, seeds=2, grid=grid, out_dir=tmp_path / "straight", progress=False,
                                    checkpoint_every=every)
     restore = stop_after_chunk(monkeypatch, 1)
@@ -136,6 +134,11 @@ def test_checkpoints_round_trip_keys_and_empty_arrays(tmp_path):
     ckpts.save(5, tree, history, {"config": {"algo": "ppo"}})
     ckpts.save(7, tree, history, {"config": {"algo": "ppo"}})
     assert ckpts.steps() == [5, 7]  # keep=2
+    # a write killed half-way leaves orbax's temporary directory: never taken for a checkpoint
+    partial = tmp_path / "checkpoints" / "9.orbax-checkpoint-tmp-1234"
+    partial.mkdir()
+    (partial / "junk").write_bytes(b"half")
+    assert ck.Checkpoints(tmp_path, read_only=True).steps() == [5, 7]
     record = ckpts.record(7)
     assert record["update"] == 7 and record["metrics"] == {"loss": "float32"}
     back, hist = ckpts.restore(7, ck._on_device(jax.eval_shape(lambda: tree)), record, (1, 1))
@@ -192,6 +195,8 @@ def test_resume_refusals_name_the_problem_and_lose_nothing(finished_run, tmp_pat
         (["train", "--out", str(no_ckpt)], f"holds an unfinished run (run.json); continue it with --resume {no_ckpt}"),
         (["train", "--logger", "tensorbord", "--out", str(tmp_path / "y")], "tensorbord"),
         (["train", "--overwrite"], "--overwrite needs --out"),
+        (["train", "--out", "/sys/prpo-read-only"], "is not writable"),  # read-only even for root
+        (["train", "--out", str(run_dir / "run.json")], "exists and is not a directory"),
         (["eval", str(empty)], "holds no prpo run"),
         (["eval", str(run_dir), "--episodes", "0"], "--episodes must be a positive integer"),
         (["eval", str(run_dir), "--step", "3"], "has no checkpoint 3; it has [2, 4]"),
@@ -415,3 +420,20 @@ def test_two_devices_resume_exactly_and_restore_on_one(tmp_path):
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
     assert "two-device resume ok" in proc.stdout and "2 -> 1 devices ok" in proc.stdout
+
+
+def test_the_tensorboard_logger_gets_the_runs_scalars(tmp_path):
+    """--logger tensorboard through a run: each update's mean over seeds and each seed's value,
+    at step = env steps, read back with TensorBoard's own reader."""
+    pytest.importorskip("tensorboardX")
+    event_accumulator = pytest.importorskip("tensorboard.backend.event_processing.event_accumulator")
+    cfg = prpo.preset("ppo-cartpole", total_timesteps=4 * 16 * 4, **TINY)
+    result = prpo.run_experiment(cfg, seeds=2, out_dir=tmp_path / "tb", loggers=["tensorboard"], progress=False)
+    acc = event_accumulator.EventAccumulator(str(tmp_path / "tb" / "tensorboard"), size_guidance={"scalars": 0})
+    acc.Reload()
+    loss = np.asarray(result.metrics["loss"][0], np.float64)  # [S, U]
+    mean = acc.Scalars("loss")
+    assert [e.step for e in mean] == [u * cfg.batch_size for u in range(1, 5)]
+    np.testing.assert_allclose([e.value for e in mean], loss.mean(axis=0), rtol=1e-6)
+    np.testing.assert_allclose([e.value for e in acc.Scalars("loss/seed_1")], loss[1], rtol=1e-6)
+    assert json.loads((tmp_path / "tb" / "run.json").read_text())["loggers"] == ["jsonl", "tensorboard"]
