@@ -206,19 +206,14 @@ def config_from_args(args):
 
 
 def _check_run_dir_flags(args, cfg) -> None:
+    """The run-directory flags, with the flags' names in the messages (the directory itself is
+    checked by ``run_experiment``, before it compiles)."""
     from prpo import loggers
-    from prpo.experiment import check_checkpointing, check_out_dir
+    from prpo.experiment import check_run_options
 
-    check_checkpointing(args.checkpoint_every, args.keep, args.out if args.resume is None else args.resume, cfg,
-                        names=("--checkpoint-every", "--keep", "--out"))
-    if args.logger is not None:
-        names = loggers.check_loggers([n.strip() for n in args.logger.split(",")])
-        if set(names) - {"jsonl"} and args.out is None and args.resume is None:
-            raise ConfigError(f"--logger {args.logger} needs --out DIR (where its files go)")
-    if args.resume is None:
-        if args.overwrite and args.out is None:
-            raise ConfigError("--overwrite needs --out DIR (the run directory to replace)")
-        check_out_dir(args.out, args.overwrite)
+    names = loggers.check_loggers([n.strip() for n in args.logger.split(",")]) if args.logger else ("jsonl",)
+    check_run_options(args.checkpoint_every, args.keep, args.out if args.resume is None else args.resume, cfg, names,
+                      args.overwrite, names=("--checkpoint-every", "--keep", "--out", "--overwrite"))
 
 
 def _resume_config(args, overrides):

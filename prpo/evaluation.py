@@ -63,6 +63,13 @@ def load(run_dir, step: int | None = None, *, env=None, policy=None, network=Non
     return trainer, state
 
 
+def _nulls(x):
+    """NaN -> None in nested lists (strict JSON)."""
+    if isinstance(x, list):
+        return [_nulls(v) for v in x]
+    return None if x != x else x
+
+
 def check_eval_args(episodes, seed, names=("episodes", "seed")) -> None:
     """The one check of the evaluation options (CLI and Python API)."""
     from prpo.experiment import check_seed
@@ -111,9 +118,9 @@ def evaluate_run(run_dir, episodes: int = 10, deterministic: bool = True, seed: 
         "seed": seed,
         "mean": float(np.nanmean(vals)),
         "std": float(np.nanstd(vals)),
-        "per_seed": (per_seed if grid else per_seed[0]).tolist(),
+        "per_seed": _nulls((per_seed if grid else per_seed[0]).tolist()),
         "per_seed_std": float(np.nanstd(per_seed)),
-        "returns": (vals if grid else vals[0]).tolist(),
+        "returns": _nulls((vals if grid else vals[0]).tolist()),  # null: an episode that did not finish
         "unfinished": int((~done).sum()),
         "settings": record.get("settings", [{}]),
         "eval_s": eval_s,

@@ -141,14 +141,6 @@ def _chunking(num_updates: int, target_chunks: int = 20) -> list[int]:
     return [size] * full + ([rest] if rest else [])
 
 
-def _to_py(x):
-    if isinstance(x, (np.floating, np.integer)):
-        return x.item()
-    if isinstance(x, np.ndarray):
-        return x.tolist()
-    return x
-
-
 class RunInterrupted(RuntimeError):
     """A run stopped by SIGINT / SIGTERM after finishing its current chunk (its checkpoint and
     metrics written when it has an ``out_dir``). ``signal``: the signal's number."""
@@ -160,7 +152,8 @@ class RunInterrupted(RuntimeError):
 
 class _StopRequests:
     """SIGINT / SIGTERM during training: the first asks the loop to stop after the current chunk
-    (said once on stderr); a second raises KeyboardInterrupt. Installed only in the main thread."""
+    (said once on stderr); a second raises KeyboardInterrupt when Python next runs (a chunk's
+    device work is not interrupted), without saving. Installed only in the main thread."""
 
     def __init__(self, say: bool):
         self.signum, self.say, self._previous = None, say, {}
@@ -177,7 +170,7 @@ class _StopRequests:
         self.signum = signum
         if self.say:
             print(f"\nprpo: {signal.Signals(signum).name}: stopping after the current chunk of updates "
-                  "(send it again to stop at once)", file=sys.stderr, flush=True)
+                  "(a second one stops without saving)", file=sys.stderr, flush=True)
 
     def __exit__(self, *exc):
         for sig, handler in self._previous.items():
@@ -212,9 +205,11 @@ def _chunk_plan(num_updates: int, chunks: int, eval_every: int, checkpoint_every
     return sizes
 
 
-def check_checkpointing(checkpoint_every, keep, out_dir, cfg: Config, names=("checkpoint_every", "keep", "out_dir")) -> None:
-    """The one check of the checkpoint options (CLI and Python API; ``names`` for the messages)."""
-    n_every, n_keep, n_out = names
+def check_run_options(checkpoint_every, keep, out_dir, cfg: Config, loggers=("jsonl",), overwrite: bool = False,
+                      names=("checkpoint_every", "keep", "out_dir", "overwrite")) -> None:
+    """The one check of the options that need a run directory (CLI and Python API; ``names`` are
+    the option names the messages use, e.g. the CLI's flags)."""
+    n_every, n_keep, n_out, n_overwrite = names
     if checkpoint_every is not None:
         if isinstance(checkpoint_every, bool) or not isinstance(checkpoint_every, (int, np.integer)) or checkpoint_every <= 0:
             raise ConfigError(f"{n_every} must be a positive integer (updates between checkpoints), got {checkpoint_every!r}")
@@ -228,6 +223,11 @@ def check_checkpointing(checkpoint_every, keep, out_dir, cfg: Config, names=("ch
             raise ConfigError(f"{n_keep} must be a positive integer (checkpoints kept), got {keep!r}")
         if out_dir is None:
             raise ConfigError(f"{n_keep} needs {n_out}")
+    others = [n for n in loggers if n != "jsonl"]
+    if others and out_dir is None:
+        raise ConfigError(f"loggers {', '.join(others)} need {n_out} (where their files go)")
+    if overwrite and out_dir is None:
+        raise ConfigError(f"{n_overwrite} needs {n_out} (the run directory to replace)")
 
 
 @dataclasses.dataclass
@@ -269,11 +269,9 @@ def _resolve(cfg, seeds, seed, grid, out_dir, chunks, seed_devices, seed_index, 
                    seed_index=seed_index, seed_devices=1 if seed_devices is None else seed_devices, chunks=chunks,
                    checkpoint_every=checkpoint_every, keep=3 if keep is None else keep,
                    loggers=loggers_lib.check_loggers(loggers or ("jsonl",)), out_dir=out_dir)
-        check_checkpointing(checkpoint_every, keep, out_dir, cfg)
+        check_run_options(checkpoint_every, keep, out_dir, cfg, run.loggers, overwrite)
         if jax.process_index() == 0:
             check_out_dir(out_dir, overwrite)
-        if loggers and set(run.loggers) - {"jsonl"} and out_dir is None:
-            raise ConfigError(f"loggers {', '.join(n for n in run.loggers if n != 'jsonl')} need out_dir (where their files go)")
     else:
         if overwrite:
             raise ConfigError("resume continues the run in its directory; overwrite would remove it: give one")
@@ -298,7 +296,7 @@ def _resolve(cfg, seeds, seed, grid, out_dir, chunks, seed_devices, seed_index, 
                    checkpoint_every=record["checkpoint_every"] if checkpoint_every is None else checkpoint_every,
                    keep=record["keep"] if keep is None else keep,
                    loggers=loggers_lib.check_loggers(loggers or record["loggers"]), out_dir=out_dir, record=record)
-        check_checkpointing(run.checkpoint_every, run.keep, out_dir, cfg)
+        check_run_options(run.checkpoint_every, run.keep, out_dir, cfg, run.loggers)
         run.ckpts = ck.Checkpoints(out_dir, keep=run.keep)
         steps = run.ckpts.steps()
         if not steps:
@@ -435,6 +433,8 @@ def run_experiment(
     # the run record first: a run killed at any point after this is resumable from its last checkpoint
     record = None
     if out_dir is not None:
+        if overwrite and writer:  # only now, with the new run compiled and about to write, is the old one removed
+            _remove_run_files(out_dir)
         if run.ckpts is None:
             run.ckpts = ck.Checkpoints(out_dir, keep=run.keep)
         record = run.record or {
@@ -557,7 +557,7 @@ def run_experiment(
             checkpoint(state, done)  # the final checkpoint
     except ck.OutputError as e:
         for s in sinks:
-            s.close(ok=False) if isinstance(s, MetricsStream) else s.close()
+            s.close()
         if bar is not None:
             bar.close()
         raise ck.OutputError(f"{e}; the run stopped after update {done}; {where()}") from None
@@ -635,13 +635,11 @@ def _eval_summary(metrics, n_set: int) -> dict:
 
 def check_out_dir(out_dir, overwrite: bool = False) -> None:
     """Refuse, before anything compiles, an ``out_dir`` that cannot be written or already holds a
-    run (finished or not): a run's files are never silently replaced. ``overwrite=True`` removes
-    that run's files (only those prpo writes) instead."""
+    run (finished or not): a run's files are never silently replaced. With ``overwrite=True`` the
+    run in it is removed (only the files prpo writes) when the new run starts writing."""
     from prpo import checkpoint as ck
 
     if out_dir is None:
-        if overwrite:
-            raise ConfigError("overwrite needs out_dir (the run directory to replace)")
         return
     if not isinstance(out_dir, (str, os.PathLike)) or not str(out_dir).strip():
         raise ConfigError(f"out_dir must be a directory path, got {out_dir!r}")
@@ -665,7 +663,13 @@ def check_out_dir(out_dir, overwrite: bool = False) -> None:
         os.remove(probe)
     except OSError as e:
         raise ConfigError(f"out_dir={str(out_dir)!r} is not writable: {e.strerror or e}") from None
-    for name in present:  # overwrite: only the files a run writes
+
+
+def _remove_run_files(out_dir) -> None:
+    """``overwrite``: remove the files a run writes (and nothing else) from ``out_dir``."""
+    from prpo import checkpoint as ck
+
+    for name in ck.run_files(out_dir):
         path = os.path.join(out_dir, name)
         shutil.rmtree(path) if os.path.isdir(path) else os.remove(path)
 
@@ -734,7 +738,7 @@ class MetricsStream:
                 pass
             raise ck.OutputError(f"could not write {self.path}: {e.strerror or e}") from None
 
-    def close(self, ok: bool = True) -> None:
+    def close(self) -> None:
         if self.fd is not None:
             os.close(self.fd)
             self.fd = None

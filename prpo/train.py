@@ -289,8 +289,7 @@ def evaluate(trainer: Trainer, state: TrainState, key, num_episodes: int | None 
     one per env of a fresh batch, with the mode action (``deterministic``) or a sample and the
     observation normaliser frozen at ``state.obs_rms``. ``state`` is one run's. Pure; jit it if
     called often. :func:`episode_returns` gives the returns themselves."""
-    returns, finished = episode_returns(trainer, state, key, num_episodes, deterministic)
-    return jnp.where(finished, returns, 0.0).sum() / jnp.maximum(finished.sum(), 1)
+    return _mean_finished(*episode_returns(trainer, state, key, num_episodes, deterministic))
 
 
 def episode_returns(trainer: Trainer, state: TrainState, key, num_episodes: int | None = None,
@@ -308,7 +307,11 @@ def episode_returns(trainer: Trainer, state: TrainState, key, num_episodes: int 
 
 
 def _greedy_return(cfg: Config, env, policy, params, obs_rms, key, deterministic: bool = True):
-    returns, finished = _episodes(cfg, env, policy, params, obs_rms, key, deterministic)
+    return _mean_finished(*_episodes(cfg, env, policy, params, obs_rms, key, deterministic))
+
+
+def _mean_finished(returns, finished):
+    """Mean return of the finished episodes (unfinished ones hold 0)."""
     return returns.sum() / jnp.maximum(finished.sum(), 1)
 
 

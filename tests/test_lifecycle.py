@@ -195,6 +195,8 @@ def test_resume_refusals_name_the_problem_and_lose_nothing(finished_run, tmp_pat
         (["train", "--out", str(no_ckpt)], f"holds an unfinished run (run.json); continue it with --resume {no_ckpt}"),
         (["train", "--logger", "tensorbord", "--out", str(tmp_path / "y")], "tensorbord"),
         (["train", "--overwrite"], "--overwrite needs --out"),
+        # --overwrite removes the old run only when the new one starts: a refused one leaves it whole
+        (["train", "--out", str(run_dir), "--overwrite", "--set", "devices=2"], "needs 2 devices"),
         (["train", "--out", "/sys/prpo-read-only"], "is not writable"),  # read-only even for root
         (["train", "--out", str(run_dir / "run.json")], "exists and is not a directory"),
         (["eval", str(empty)], "holds no prpo run"),
@@ -390,9 +392,13 @@ def test_eval_reports_every_seed_and_appends(finished_run, tmp_path, capsys):
     assert first["mean"] == pytest.approx(float(np.mean(first["returns"])))
 
 
-def test_episode_returns_match_a_python_loop():
-    """prpo.train.episode_returns (a lax.scan) against a plain loop over the same env and keys."""
-    cfg = prpo.preset("ppo-cartpole", total_timesteps=4 * 16, **TINY)
+@pytest.mark.parametrize("limit", [None, 12], ids=["terminations", "time-limit"])
+def test_episode_returns_match_a_python_loop(limit):
+    """prpo.train.episode_returns (a lax.scan) against a plain loop over the same env and keys:
+    episodes that terminate (an untrained CartPole falls within ~40 steps), and episodes cut by a
+    12-step time limit, which must count as finished (truncation ends an episode)."""
+    extra = {} if limit is None else {"episode_length": limit}
+    cfg = prpo.preset("ppo-cartpole", total_timesteps=4 * 16, **TINY, **extra)
     trainer = prpo.make_train(cfg)
     state = trainer.init(jax.random.key(3), cfg.hp)
     key = jax.random.key(9)
@@ -411,6 +417,9 @@ def test_episode_returns_match_a_python_loop():
         obs = ts.obs
     np.testing.assert_allclose(np.asarray(rets), total)
     assert bool(done.all()) and finished.all()
+    if limit is not None:  # every episode ran into the limit: CartPole pays 1 per step
+        np.testing.assert_array_equal(np.asarray(rets), np.full(5, float(limit)))
+    assert float(prpo.evaluate(trainer, state, key, 5)) == pytest.approx(total.mean())
 
 
 def test_two_devices_resume_exactly_and_restore_on_one(tmp_path):
