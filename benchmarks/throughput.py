@@ -27,12 +27,12 @@ import time
 CASES = {
     "cartpole-4": ("ppo-cartpole", dict(num_envs=4, num_steps=128, total_timesteps=500_000), 1,
                    "4 envs × 128 steps, 5e5 steps, 1 seed"),
-    "cartpole-2048": ("ppo-cartpole", dict(num_envs=2048, num_steps=128, total_timesteps=2048 * 128 * 8), 1,
-                      "2048 envs × 128 steps, 8 updates"),
-    "cartpole-65536": ("ppo-cartpole", dict(num_envs=65_536, num_steps=16, total_timesteps=65_536 * 16 * 8), 1,
-                       "65,536 envs × 16 steps, 8 updates"),
-    "cartpole-1m": ("ppo-cartpole", dict(num_envs=2**20, num_steps=8, num_minibatches=8, total_timesteps=2**20 * 8 * 8),
-                    1, "1,048,576 envs × 8 steps, 8 minibatches, 8 updates"),
+    "cartpole-2048": ("ppo-cartpole", dict(num_envs=2048, num_steps=128, total_timesteps=2048 * 128 * 40), 1,
+                      "2048 envs × 128 steps, 40 updates"),
+    "cartpole-65536": ("ppo-cartpole", dict(num_envs=65_536, num_steps=16, total_timesteps=65_536 * 16 * 40), 1,
+                       "65,536 envs × 16 steps, 40 updates"),
+    "cartpole-1m": ("ppo-cartpole", dict(num_envs=2**20, num_steps=8, num_minibatches=8, total_timesteps=2**20 * 8 * 10),
+                    1, "1,048,576 envs × 8 steps, 8 minibatches, 10 updates"),
     "cartpole-256seeds": ("ppo-cartpole", dict(num_envs=4, num_steps=128, total_timesteps=500_000), 256,
                           "256 seeds vmapped × 4 envs × 128 steps, 5e5 steps each"),
     "pqn-cartpole-32": ("pqn-cartpole", dict(), 1,
@@ -146,6 +146,87 @@ def run_case(name: str, args) -> dict:
     }
 
 
+#: cases PureJaxRL's ``ppo.py`` runs as written (CartPole PPO): measured beside prpo with --purejaxrl
+PUREJAXRL_CASES = ("cartpole-4", "cartpole-2048", "cartpole-65536", "cartpole-1m", "cartpole-256seeds")
+
+
+def _distrax_categorical():
+    """A stand-in ``distrax`` module with the one class PureJaxRL's CartPole PPO uses:
+    ``Categorical(logits=...)`` with distrax's ``sample(seed=)``, ``log_prob`` and ``entropy``
+    (same formulas, same ``jax.random.categorical`` draw). distrax's TFP substrate does not
+    import on JAX 0.11 (``jax.interpreters.xla.pytype_aval_mappings`` is gone)."""
+    import types
+
+    import jax
+    import jax.numpy as jnp
+
+    class Categorical:
+        def __init__(self, logits):
+            self.logits = logits
+
+        def sample(self, seed):
+            return jax.random.categorical(seed, self.logits)
+
+        def log_prob(self, value):
+            logp = jax.nn.log_softmax(self.logits)
+            return jnp.take_along_axis(logp, value[..., None].astype(jnp.int32), axis=-1)[..., 0]
+
+        def entropy(self):
+            logp = jax.nn.log_softmax(self.logits)
+            return -jnp.sum(jnp.exp(logp) * logp, axis=-1)
+
+    module = types.ModuleType("distrax")
+    module.Categorical = Categorical
+    return module
+
+
+def run_anchor(name: str, args) -> dict:
+    """Compile and time PureJaxRL's ``ppo.py`` (from ``args.purejaxrl``, a folder holding it and its
+    ``wrappers.py``; nothing of it is part of prpo) on case ``name``'s settings, as :func:`run_case`."""
+    import types
+
+    import jax
+    import numpy as np
+
+    cfg, seeds, _ = case_config(name, args)
+    sys.modules.setdefault("navix", types.ModuleType("navix"))  # imported by its wrappers, unused for CartPole
+    sys.modules.setdefault("distrax", _distrax_categorical())
+    sys.path.insert(0, os.path.abspath(args.purejaxrl))
+    site = os.path.join(os.path.abspath(args.purejaxrl), "site")
+    if os.path.isdir(site):  # packages of its own beside it (gymnax 0.0.9, whose API it is written for)
+        sys.path.insert(0, site)
+    for mod in [m for m in sys.modules if m == "gymnax" or m.startswith("gymnax.")]:
+        del sys.modules[mod]  # prpo's gymnax (imported for the settings) gives way to the anchor's own
+    import ppo  # PureJaxRL's script
+
+    hp = cfg.hp
+    config = {"LR": hp.lr, "NUM_ENVS": cfg.num_envs, "NUM_STEPS": cfg.num_steps, "TOTAL_TIMESTEPS": cfg.total_timesteps,
+              "UPDATE_EPOCHS": cfg.update_epochs, "NUM_MINIBATCHES": cfg.num_minibatches, "GAMMA": hp.gamma,
+              "GAE_LAMBDA": hp.gae_lambda, "CLIP_EPS": hp.clip_eps, "ENT_COEF": hp.ent_coef, "VF_COEF": hp.vf_coef,
+              "MAX_GRAD_NORM": hp.max_grad_norm, "ACTIVATION": cfg.activation, "ENV_NAME": cfg.env,
+              "ANNEAL_LR": cfg.anneal_lr, "DEBUG": False}
+    train = ppo.make_train(config)
+    fn, keys = (train, jax.random.key(0)) if seeds == 1 else (jax.vmap(train), jax.random.split(jax.random.key(0), seeds))
+    keys = jax.random.key_data(keys)  # PureJaxRL splits raw uint32 keys
+    t0 = time.perf_counter()
+    compiled = jax.jit(fn).lower(keys).compile()
+    compile_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    out = jax.block_until_ready(compiled(keys))
+    run_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    jax.block_until_ready(compiled(keys))
+    warm_s = time.perf_counter() - t0
+    steps = seeds * cfg.num_updates * cfg.batch_size
+    info = out["metrics"]
+    done = np.asarray(info["returned_episode"])[..., -1, :, :]
+    rets = np.asarray(info["returned_episode_returns"])[..., -1, :, :]
+    stats = jax.devices()[0].memory_stats() or {}
+    return {"case": name, "steps_per_s": steps / run_s, "steps_per_s_warm": steps / warm_s, "compile_s": compile_s,
+            "peak_mib": stats.get("peak_bytes_in_use", 0) / 2**20 or None,
+            "final_return": float(rets[done].mean()) if done.any() else None}
+
+
 def _final_eval(metrics):
     import numpy as np
 
@@ -155,9 +236,11 @@ def _final_eval(metrics):
     return float(np.nanmean(ev)) if np.isfinite(ev).any() else None
 
 
-def run_isolated(name: str, args) -> dict:
-    """Run one case in a fresh Python process (own device memory and peak statistics)."""
-    cmd = [sys.executable, os.path.abspath(__file__), "--worker", name,
+def run_isolated(name: str, args, anchor: bool = False) -> dict:
+    """Run one case in a fresh Python process (own device memory and peak statistics); with
+    ``anchor``, PureJaxRL's script on the case's settings instead of prpo."""
+    worker = ["--anchor-worker", name, "--purejaxrl", args.purejaxrl] if anchor else ["--worker", name]
+    cmd = [sys.executable, os.path.abspath(__file__), *worker,
            "--brax-backend", args.brax_backend, "--brax-steps", str(args.brax_steps)] + (["--quick"] if args.quick else [])
     cmd += [f"--set={kv}" for kv in args.set]
     try:
@@ -182,17 +265,17 @@ def _rate(x):
 
 
 def table(rows) -> str:
-    lines = ["| case | setting | env-steps/s | 2nd call | compile s | peak MiB | final return | anchor steps/s | ratio |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| case | setting | env-steps/s | 2nd call | compile s | peak MiB | final return | anchor steps/s "
+             "| anchor compile s | ratio |", "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         if "error" in r:
-            lines.append(f"| {r['case']} | {r['setting']} | error: {r['error']} | | | | | | |")
+            lines.append(f"| {r['case']} | {r['setting']} | error: {r['error']} | | | | | | | |")
             continue
         ret = _num(r["final_return"], ".1f") + (" (non-finite loss)" if r["nonfinite"] else "")
         lines.append(f"| {r['case']} | {r['setting']} | {_rate(r['steps_per_s'])} | {_rate(r.get('steps_per_s_warm'))} | "
                      f"{r['compile_s']:.1f} | "
                      f"{_num(r['peak_mib'], ',.0f')} | {ret} | {_rate(r['anchor_steps_per_s'])} | "
-                     f"{_num(r['ratio'], '.3g')} |")
+                     f"{_num(r.get('anchor_compile_s'), '.1f')} | {_num(r['ratio'], '.3g')} |")
     return "\n".join(lines)
 
 
@@ -206,26 +289,55 @@ def main(argv=None) -> int:
     p.add_argument("--out", default=None, help="JSON output (default: benchmarks/results/throughput-<device>.json)")
     p.add_argument("--in-process", action="store_true", help="run cases in this process (peak memory is cumulative)")
     p.add_argument("--timeout", type=float, default=1800, help="seconds per case before it is killed and reported as an error")
+    p.add_argument("--variant", action="append", default=None, metavar="KEY=VALUE[,KEY=VALUE]",
+                   help="a prpo variant (overrides on top of --set; repeatable: one row per case and variant, "
+                        "e.g. --variant '' --variant network_kernel=fused)")
+    p.add_argument("--purejaxrl", default=None, metavar="DIR",
+                   help="a folder with PureJaxRL's ppo.py and wrappers.py (and in DIR/site the gymnax 0.0.9 it is written for): "
+                        f"measure the anchor beside prpo for the cases {', '.join(PUREJAXRL_CASES)} (else the "
+                        "anchor column is the recorded H200 figure)")
     p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--anchor-worker", default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
 
     if args.worker:
         print("RESULT " + json.dumps(run_case(args.worker, args)), flush=True)
         return 0
+    if args.anchor_worker:
+        print("RESULT " + json.dumps(run_anchor(args.anchor_worker, args)), flush=True)
+        return 0
+    if args.purejaxrl and not os.path.isfile(os.path.join(args.purejaxrl, "ppo.py")):
+        p.error(f"--purejaxrl {args.purejaxrl}: no ppo.py there (give PureJaxRL's purejaxrl/ folder)")
     names = [c.strip() for c in args.cases.split(",") if c.strip()]
     unknown = [c for c in names if c not in CASES]
     if unknown:
         p.error(f"unknown case(s) {', '.join(unknown)}; available: {', '.join(CASES)}")
 
-    rows = []
+    rows, base_set = [], list(args.set)
     for name in names:
-        print(f"[{datetime.datetime.now():%H:%M:%S}] {name} ...", file=sys.stderr, flush=True)
-        rows.append(run_case(name, args) if args.in_process else run_isolated(name, args))
+        measured = None
+        if args.purejaxrl and name in PUREJAXRL_CASES:
+            print(f"[{datetime.datetime.now():%H:%M:%S}] {name} (PureJaxRL) ...", file=sys.stderr, flush=True)
+            measured = run_isolated(name, args, anchor=True)
+        for variant in args.variant or [""]:
+            args.set = base_set + [kv for kv in variant.split(",") if kv]
+            print(f"[{datetime.datetime.now():%H:%M:%S}] {name} {variant} ...", file=sys.stderr, flush=True)
+            row = run_case(name, args) if args.in_process else run_isolated(name, args)
+            row["variant"] = variant
+            if measured is not None and "error" not in row:
+                row["anchor_measured"] = measured
+                if "error" not in measured:
+                    row.update(anchor_steps_per_s=measured["steps_per_s"], anchor_compile_s=measured["compile_s"],
+                               anchor_row="PureJaxRL ppo.py measured in this run",
+                               ratio=row["steps_per_s"] / measured["steps_per_s"])
+            rows.append(row)
+        args.set = base_set
     done = [r for r in rows if "error" not in r]
     device = done[0]["device"] if done else "unknown"
     header = (f"prpo PPO throughput on {device}, JAX {done[0]['jax'] if done else '?'}"
               + (" (--quick: shrunken cases, ratios not comparable)" if args.quick else "")
-              + "; anchors: PureJaxRL on one H200")
+              + ("; anchors: PureJaxRL's ppo.py measured in this run" if args.purejaxrl
+                 else "; anchors: PureJaxRL on one H200 (recorded figures)"))
     print(header + "\n\n" + table(rows))
 
     slug = re.sub(r"[^a-z0-9]+", "-", device.lower()).strip("-") + ("-quick" if args.quick else "")

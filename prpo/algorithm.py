@@ -43,6 +43,7 @@ from prpo import envs as envs_lib
 from prpo import registry
 from prpo.advantages import gae, normalize
 from prpo.config import Config, ConfigError, Hyperparams, apply_overrides, preset
+from prpo.fused import FusedActorCritic, fused_actor_critic
 from prpo.networks import make_actor_critic
 from prpo.policies import CategoricalPolicy, GaussianPolicy
 from prpo.registry import suggest
@@ -54,6 +55,7 @@ __all__ = [
     "actor_critic_policy",
     "gae_targets",
     "check_env",
+    "check_network_kernel",
     "env_options",
     "env_kind",
     "KINDS",
@@ -83,6 +85,11 @@ def actor_critic_policy(cfg: Config, spec: envs_lib.EnvSpec, network=None, **net
             critic_hidden=cfg.critic_hidden, activation=cfg.activation, shared_trunk=cfg.shared_trunk,
             log_std_init=cfg.log_std_init, **network_kw,
         )
+        if cfg.network_kernel != "xla":  # same module and parameters, computed by prpo.fused
+            try:
+                network = fused_actor_critic(network, "auto" if cfg.network_kernel == "fused" else "blockdiag")
+            except ValueError as e:
+                raise ConfigError(f"network_kernel={cfg.network_kernel!r}: {e}; or network_kernel='xla'") from None
     family = CategoricalPolicy if discrete else GaussianPolicy
     return family(network, keep_dist=cfg.kl_schedule != "none")
 
@@ -93,6 +100,16 @@ def default_policy(cfg: Config, spec: envs_lib.EnvSpec, network=None):
         policy_kind(cfg, spec)  # checks the action space
         return registry.POLICIES[cfg.policy].make(cfg, spec, network)
     return actor_critic_policy(cfg, spec, network)
+
+
+def check_network_kernel(cfg: Config, policy) -> None:
+    """``network_kernel`` other than ``'xla'`` needs the built-in actor-critic MLP: refused (before any compile)
+    for an algorithm whose policy has another network, or for an injected network."""
+    if cfg.network_kernel != "xla" and not isinstance(getattr(policy, "network", None), FusedActorCritic):
+        raise ConfigError(
+            f"network_kernel={cfg.network_kernel!r} computes the built-in actor-critic MLP; algo={cfg.algo!r} here uses another "
+            "network (its own, or one passed as network=); allowed: network_kernel='xla'"
+        )
 
 
 def gae_targets(cfg: Config, hp, rewards, values, next_values, terminated, truncated, axis_name=None):

@@ -26,7 +26,7 @@ import jax.numpy as jnp
 from prpo import envs as envs_lib
 from prpo import memory
 from prpo import normalization as norm
-from prpo.algorithm import check_env, env_options, get as get_algorithm
+from prpo.algorithm import check_env, check_network_kernel, env_options, get as get_algorithm
 from prpo.config import Config, ConfigError, Hyperparams, check_split
 from prpo.rollout import collect
 from prpo.update import SURROGATES, Batch, lr_fraction, make_optimizer, schedule_fractions, sgd_epochs
@@ -138,6 +138,7 @@ def make_train(
     vec_env = envs_lib.as_vec_env(cfg.env if env is None else env, n_local, **opts)
     if policy is None:
         policy = algo.make_policy(cfg, spec, network)
+    check_network_kernel(cfg, policy)
     if surrogate is None:
         surrogate = SURROGATES[cfg.objective]
     num_updates = cfg.num_updates
