@@ -95,6 +95,12 @@ def run(args, on_row=None) -> list[dict]:
                     "curve_return": np.nanmean(m["last_return"][g], axis=0).tolist(),
                     "curve_return_stderr": (np.nanstd(m["last_return"][g], axis=0) / math.sqrt(args.seeds)).tolist(),
                     "curve_ratio_dev": np.nanmean(m["ratio_dev_mean"][g], axis=0).tolist(),
+                    "extra": {name: {"mean": float(np.nanmean(m[name][g])),
+                                     "last": float(np.nanmean(m[name][g, :, -1])),
+                                     "last_stderr": float(np.nanstd(m[name][g, :, -1], ddof=1) / math.sqrt(args.seeds))
+                                     if args.seeds > 1 else 0.0,
+                                     "curve": np.nanmean(m[name][g], axis=0).tolist()}
+                              for name in args.metric if name in m},
                     "steps_per_s": res.summary["steps_per_s"], "compile_s": res.summary["compile_s"],
                     "wall_s": time.perf_counter() - t0,
                     "config": cfg.to_dict(),
@@ -108,18 +114,24 @@ def run(args, on_row=None) -> list[dict]:
 
 
 def markdown(rows, command: str) -> str:
+    extra = list(dict.fromkeys(k for r in rows for k in r.get("extra", {})))
     lines = [f"Command: `{command}`", "",
              "| env | algo | setting | seeds | env steps | final return (mean ± s.e.) | eval return (mean ± s.e.) | "
-             "mean abs(r−1) | max abs(r−1) | clip frac | approx-KL |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "mean abs(r−1) | max abs(r−1) | clip frac | approx-KL |" + "".join(f" {k} (mean; last ± s.e.) |" for k in extra),
+             "|---|---|---|---|---|---|---|---|---|---|---|" + "---|" * len(extra)]
     for r in rows:
         setting = ", ".join(f"{k}={v:g}" for k, v in r["setting"].items()) or "—"
         lines.append(f"| {r['env']} | {r['algo']} | {setting} | {r['seeds']} | {r['env_steps']:.3g} | "
                      f"{r['return_mean']:.1f} ± {r['return_stderr']:.1f} | "
                      + ("—" if r.get("eval_mean") is None else f"{r['eval_mean']:.1f} ± {r['eval_stderr'] or 0:.1f}")
                      + f" | {r['ratio_dev_mean']:.4f} | "
-                     f"{r['ratio_dev_max']:.3f} | {r['clip_frac']:.3f} | {r['approx_kl']:.4f} |")
+                     f"{r['ratio_dev_max']:.3f} | {r['clip_frac']:.3f} | {r['approx_kl']:.4f} |"
+                     + "".join(_extra_cell(r.get("extra", {}).get(k)) for k in extra))
     return "\n".join(lines) + "\n"
+
+
+def _extra_cell(x) -> str:
+    return " — |" if x is None else f" {x['mean']:.4g}; {x['last']:.4g} ± {x['last_stderr']:.2g} |"
 
 
 def plot(rows, path) -> None:
@@ -131,7 +143,9 @@ def plot(rows, path) -> None:
     envs = list(dict.fromkeys(r["env"] for r in rows))
     name = lambda r: r["algo"] + ("" if not r["setting"] else " " + ",".join(f"{k}={v:g}" for k, v in r["setting"].items()))  # noqa: E731
     colors = {lab: f"C{i % 10}" for i, lab in enumerate(dict.fromkeys(name(r) for r in rows))}  # same colour in every panel
-    fig, axes = plt.subplots(2, len(envs), figsize=(4.5 * len(envs), 6.5), squeeze=False)
+    extra = list(dict.fromkeys(k for r in rows for k in r.get("extra", {})))
+    fig, axes = plt.subplots(2 + len(extra), len(envs), figsize=(4.5 * len(envs), 3.25 * (2 + len(extra))),
+                             squeeze=False)
     for j, env in enumerate(envs):
         for r in (r for r in rows if r["env"] == env):
             label = name(r)
@@ -140,10 +154,14 @@ def plot(rows, path) -> None:
             axes[0, j].plot(x, y, label=label, color=colors[label])
             axes[0, j].fill_between(x, y - e, y + e, alpha=0.2, color=colors[label])
             axes[1, j].plot(x, r["curve_ratio_dev"], label=label, color=colors[label])
+            for i, k in enumerate(extra):
+                if k in r.get("extra", {}):
+                    axes[2 + i, j].plot(x, r["extra"][k]["curve"], label=label, color=colors[label])
+                    axes[2 + i, j].set_ylabel(k)
         axes[0, j].set_title(env)
         axes[0, j].set_ylabel("episode return")
         axes[1, j].set_ylabel("mean |r − 1|")
-        axes[1, j].set_xlabel("env steps")
+        axes[-1, j].set_xlabel("env steps")
         axes[1, j].set_yscale("log")
         axes[0, j].legend(fontsize=8)
     fig.tight_layout()
@@ -161,6 +179,9 @@ def main(argv=None) -> int:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override for every run")
     p.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2", help="hyperparameter sweep (vmapped)")
     p.add_argument("--out", default="experiments/results/ablation", help="output folder")
+    p.add_argument("--metric", action="append", default=[], metavar="NAME",
+                   help="also report this logged metric (mean over training; last update ± s.e.; a curve), e.g. "
+                        "entropy, pos_share, dropped (repeatable)")
     p.add_argument("--eval", action="store_true", help="also evaluate each final policy (deterministic, 1 episode per env)")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--merge", nargs="+", metavar="DIR[:LABEL]", default=None,

@@ -25,6 +25,11 @@ The hooks (all pure; called while tracing):
   train state (``TrainState.algo_state``; PPO-EWMA: the proximal parameters); default: none.
 * ``prepare_batch(policy, algo_state, batch) -> batch`` — add to the training batch before the
   epochs (PPO-EWMA: log π_prox of the actions); default: unchanged.
+* ``hyperparams(hp, algo_state) -> (hp, metrics)`` — this update's hyperparameters, where some
+  are state (R²VPO: the dual variable ν); default: ``hp`` unchanged.
+* ``adapt_state(algo_state, metrics, hp) -> algo_state`` — after the epochs, with the update's
+  reduced metrics (R²VPO: dual ascent on ν from the measured ratio variance); ``hp`` is the
+  run's (unadapted) set; default: unchanged.
 
 Besides the hooks an algorithm owns its defaults (``overrides`` on top of the env kind's base
 preset, ``family_overrides`` per env kind), its options (static ones and traced
@@ -138,6 +143,14 @@ def _same_batch(policy, algo_state, batch):
     return batch
 
 
+def _same_hyperparams(hp, algo_state):
+    return hp, {}
+
+
+def _no_adaptation(algo_state, metrics, hp):
+    return algo_state
+
+
 # -- env checks ---------------------------------------------------------------------------------
 
 def env_options(cfg: Config, env=None) -> dict:
@@ -242,6 +255,8 @@ class Algorithm:
     init_state: Callable = _no_state
     update_state: Callable = _keep_state
     prepare_batch: Callable = _same_batch
+    hyperparams: Callable = _same_hyperparams
+    adapt_state: Callable = _no_adaptation
 
     def defaults(self, kind: str) -> Config:
         """This algorithm's defaults for an env kind: base preset, then overrides, then the kind's."""

@@ -69,6 +69,8 @@ class Hyperparams:
     rms_decay: float = 0.99  # RMSprop decay α, optimizer="rmsprop"
     kl_coef: float = 1.0  # scale of the KL(π‖π_k) regulariser (MDPO: times 1/t_k); kl_schedule picks the form
     reward_scale: float = 1.0  # rewards are multiplied by this before targets are computed
+    target_entropy: float = 0.5  # Config.auto_entropy: the policy entropy the learned coefficient steers to
+    ent_lr: float = 0.05  # Config.auto_entropy: step of log(entropy coefficient) per update, per nat of error
     own: dict = flax.struct.field(default_factory=dict)  # owned hyperparameters: name -> leaf
 
     def __getattr__(self, name):
@@ -128,6 +130,8 @@ _HP_RULES = {
     "rms_decay": (lambda v: 0 < v < 1, "in (0, 1)"),
     "kl_coef": (lambda v: v >= 0, ">= 0"),
     "reward_scale": (lambda v: v > 0, "> 0"),
+    "target_entropy": (lambda v: True, "finite"),
+    "ent_lr": (lambda v: v > 0, "> 0"),
 }
 
 _CHOICES = {
@@ -168,6 +172,7 @@ class Config:
     critic_hidden: tuple[int, ...] | None = None  # None = same as actor_hidden
     activation: str = "tanh"
     shared_trunk: bool = False
+    auto_entropy: bool = False  # learn the entropy coefficient toward hp.target_entropy (starts at hp.ent_coef)
     network_kernel: str = "xla"  # actor-critic MLP: XLA ops, "fused" (one Pallas kernel per pass, GPU) or "blockdiag" (prpo.fused)
     distribution: str = "auto"  # auto: categorical for Discrete, gaussian for Box
     log_std_init: float = 0.0
@@ -232,6 +237,9 @@ class Config:
                                   f"got {value!r}")
         if not math.isfinite(self.log_std_init):
             raise ConfigError(f"log_std_init must be a finite number (the initial log standard deviation), got {self.log_std_init!r}")
+        if self.auto_entropy and not (isinstance(self.hp.ent_coef, (int, float)) and self.hp.ent_coef > 0):
+            raise ConfigError(f"auto_entropy=true learns the entropy coefficient from its start ent_coef, which must "
+                              f"be > 0; got ent_coef={self.hp.ent_coef!r}")
         if self.fixed_minibatch_size is not None:  # co-scaling: the number of minibatches follows the batch
             if self.batch_size % self.fixed_minibatch_size:
                 raise ConfigError(
@@ -558,6 +566,9 @@ _USED_ONLY_WITH = {
     "reward_clip": (lambda c: c.normalize_reward, "reward_clip clips scaled rewards; it needs normalize_reward=true"),
     "truncation_value": (lambda c: c.bootstrap_truncation, "truncation_value picks how V(final obs) is computed; "
                          "it needs bootstrap_truncation=true"),
+    "target_entropy": (lambda c: c.auto_entropy, "target_entropy is the learned entropy coefficient's target; "
+                       "set auto_entropy=true too"),
+    "ent_lr": (lambda c: c.auto_entropy, "ent_lr is the learned entropy coefficient's step; set auto_entropy=true too"),
 }
 
 

@@ -32,6 +32,11 @@ __all__ = [
     "median_loss",
     "bpo",
     "gbpo_targets",
+    "dispo",
+    "sign_shares",
+    "bapo",
+    "sign_weighted",
+    "dropout_clip",
 ]
 
 
@@ -408,6 +413,7 @@ def ratio_variance_penalty(
     sq_dev = jnp.square(ratio - jnp.mean(ratio))
     loss = -ratio * adv + nu * (sq_dev - delta)
     diag["ratio_sq_dev"] = sq_dev
+    diag["metrics"] = {"ratio_var": sq_dev}  # its mean is Var_B(r): logged (R²VPO's dual ascent reads it)
     return loss, diag
 
 
@@ -464,3 +470,176 @@ def gbpo_targets(returns, eps_low, eps_high, temperature, axis=-1, eps=1e-8):
     a_tilde = (returns - median) / (std + eps) / temperature
     rho = 1.0 - eps_low + (eps_low + eps_high) * jax.nn.sigmoid(a_tilde)
     return rho, adv
+
+
+# -- sign-aware and adaptive clipping, ± reweighting, sample dropout ---------------------------
+
+
+def _sign_bounds(adv, pos, neg):
+    """Per-sample value of a (positive-advantage, negative-advantage) pair of bounds."""
+    return jnp.where(adv >= 0, pos, neg)
+
+
+def dispo(
+    log_ratio: jax.Array,
+    adv: jax.Array,
+    eps_pos_low: float | jax.Array,
+    eps_pos_high: float | jax.Array,
+    eps_neg_low: float | jax.Array,
+    eps_neg_high: float | jax.Array,
+    gradient: str = "masked",
+) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """Sign-decoupled clip ranges (DISPO; Karaman et al., 2026): four bounds, one per sign of
+    the advantage × side of the ratio.
+
+    A sample with advantage sign s (A ≥ 0: +, A < 0: −) has the trust region
+    ``[1 − ε_low^s, 1 + ε_high^s]``. The paper's abstract describes DISPO as REINFORCE-style
+    (importance weights clipped) with zero gradient outside the trust region. Its formula is not
+    given there, so the natural reading is taken (``gradient="masked"``)::
+
+        m = 1[1 − ε_low^s ≤ r ≤ 1 + ε_high^s]
+        L = −A · (m · r + (1 − m) · sg(clip(r, 1 − ε_low^s, 1 + ε_high^s)))
+
+    The gradient is −A·∇r inside the region and 0 outside. The value is the clipped ratio's.
+    ``gradient="cispo"`` is the alternative, CISPO-style: the clipped weight, with gradient
+    everywhere, ``L = −A · sg(clip(r, ·)) · log r``.
+
+    Limits: with ``ε_high^+ = ε_low^− = ε`` and the other two open (``inf``), this is PPO-clip
+    exactly, in value and gradient. The familiar "clip-higher" is ``ε_high^+ ≠ ε_low^−``. With
+    all four equal to ε it also stops the restoring gradients that PPO keeps (A > 0 with
+    r < 1 − ε, A < 0 with r > 1 + ε): the four regimes of the paper.
+
+    Args:
+      log_ratio: log r, shape [...]; adv: advantages [...]; eps_*: bounds ≥ 0 (scalars).
+
+    Returns:
+      (loss [...], diagnostics: ``ratio_diagnostics`` keys with ``clipped`` = outside the
+      sample's region, and ``metrics`` with the out-of-region fraction per regime).
+    """
+    ratio = jnp.exp(log_ratio)
+    low = 1.0 - _sign_bounds(adv, eps_pos_low, eps_neg_low)
+    high = 1.0 + _sign_bounds(adv, eps_pos_high, eps_neg_high)
+    clipped_ratio = jax.lax.stop_gradient(jnp.clip(ratio, low, high))
+    inside = (ratio >= low) & (ratio <= high)
+    if gradient == "masked":
+        loss = -adv * jnp.where(inside, ratio, clipped_ratio)
+    elif gradient == "cispo":
+        loss = -adv * clipped_ratio * log_ratio
+    else:
+        raise ValueError(f"gradient={gradient!r} is not known; allowed: 'masked', 'cispo'")
+    diag = ratio_diagnostics(log_ratio, 0.0)
+    diag["clipped"] = (~inside).astype(ratio.dtype)
+    pos, neg = adv >= 0, adv < 0
+    f = lambda c: c.astype(ratio.dtype)  # noqa: E731
+    diag["metrics"] = {
+        "out_pos_high": f(pos & (ratio > high)), "out_pos_low": f(pos & (ratio < low)),
+        "out_neg_high": f(neg & (ratio > high)), "out_neg_low": f(neg & (ratio < low)),
+    }
+    return loss, diag
+
+
+def sign_shares(log_ratio: jax.Array, adv: jax.Array, ratio_low, ratio_high) -> jax.Array:
+    """Share of the positive-advantage samples in a clipped surrogate's gradient, per minibatch:
+    ``Σ_{A>0, active} r·|A| / Σ_active r·|A|``. A sample is active where PPO-clip with ratio
+    bounds ``[ratio_low, ratio_high]`` gives it a gradient, that is, not (A > 0 and
+    r > ratio_high) and not (A < 0 and r < ratio_low). Reduces over every axis (0.5 if no
+    sample is active)."""
+    ratio = jnp.exp(log_ratio)
+    active = ~(((adv > 0) & (ratio > ratio_high)) | ((adv < 0) & (ratio < ratio_low)))
+    w = jnp.where(active, ratio * jnp.abs(adv), 0.0)
+    total = w.sum()
+    return jnp.where(total > 0, jnp.where(adv > 0, w, 0.0).sum() / jnp.maximum(total, 1e-30), 0.5)
+
+
+def bapo(
+    log_ratio: jax.Array,
+    adv: jax.Array,
+    low0: float | jax.Array,
+    high0: float | jax.Array,
+    low_max: float | jax.Array,
+    high_max: float | jax.Array,
+    target_share: float | jax.Array,
+    steps: int = 10,
+) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """Balanced policy optimisation with adaptive clipping (BAPO; Xi et al., 2025): PPO-clip whose
+    ratio bounds ``[c_low, c_high]`` are chosen per minibatch so that the positive-advantage
+    samples carry at least ``target_share`` of the gradient (:func:`sign_shares`).
+
+    The abstract states the aim (re-balance the positive and negative contributions at every
+    step), not the search. The reading taken here is a fixed ladder of ``steps + 1`` candidate
+    pairs: ``c_high`` rises linearly from ``high0`` to ``high_max``, so more positive samples
+    are admitted, and ``c_low`` rises from ``low0`` to ``low_max``, so more of the negative
+    samples whose ratio already fell are clipped. The first rung that reaches the target is
+    used, or the last rung if none does. The choice is made under ``stop_gradient``.
+    ``target_share = 0`` is PPO-clip with bounds ``[low0, high0]`` exactly.
+
+    Returns:
+      (loss [...], diagnostics with ``metrics``: ``pos_share`` before and ``pos_share_after``
+      with the chosen bounds, ``c_low``, ``c_high``).
+    """
+    lr_, a_ = jax.lax.stop_gradient(log_ratio), jax.lax.stop_gradient(adv)
+    k = jnp.arange(steps + 1, dtype=jnp.float32) / max(steps, 1)
+    lows, highs = low0 + k * (low_max - low0), high0 + k * (high_max - high0)
+    shares = jax.vmap(lambda lo, hi: sign_shares(lr_, a_, lo, hi))(lows, highs)
+    first = jnp.argmax(shares >= target_share)
+    pick = jnp.where(jnp.any(shares >= target_share), first, steps)
+    c_low, c_high = lows[pick], highs[pick]
+    ratio = jnp.exp(log_ratio)
+    loss = -jnp.minimum(ratio * adv, jnp.clip(ratio, c_low, c_high) * adv)
+    diag = ratio_diagnostics(log_ratio, 0.0)
+    diag["clipped"] = (((adv > 0) & (ratio > c_high)) | ((adv < 0) & (ratio < c_low))).astype(ratio.dtype)
+    diag["metrics"] = {"pos_share": shares[0], "pos_share_after": shares[pick], "c_low": c_low, "c_high": c_high}
+    return loss, diag
+
+
+def sign_weighted(
+    log_ratio: jax.Array,
+    adv: jax.Array,
+    clip_eps: float | jax.Array,
+    pos_weight: float | jax.Array,
+    neg_weight: float | jax.Array,
+    base: str = "clip",
+) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """± sample reweighting (negative-sample reinforcement, Zhu et al., 2025; asymmetric
+    REINFORCE): the surrogate's A > 0 terms weighted by ``pos_weight`` and its A < 0 terms by
+    ``neg_weight``. ``(0, 1)`` trains on the negative samples only, ``(1, 0)`` on the positive ones.
+
+    ``base="clip"``: the weights multiply PPO-clip's per-sample loss, which ``(1, 1)`` gives
+    exactly. ``base="pg"``: they multiply the plain ratio policy gradient −r·A (REINFORCE at
+    r = 1), the papers' setting.
+    """
+    if base == "clip":
+        loss, diag = ppo_clip(log_ratio, adv, clip_eps)
+    elif base == "pg":
+        loss, diag = policy_gradient(log_ratio, adv)
+    else:
+        raise ValueError(f"base={base!r} is not known; allowed: 'clip', 'pg'")
+    w = jnp.where(adv > 0, pos_weight, jnp.where(adv < 0, neg_weight, 0.0))
+    diag = dict(diag)
+    diag["metrics"] = {"pos_frac": (adv > 0).astype(loss.dtype)}
+    return w * loss, diag
+
+
+def dropout_clip(
+    log_ratio: jax.Array,
+    adv: jax.Array,
+    clip_eps: float | jax.Array,
+    threshold: float | jax.Array,
+) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """PPO-clip with sample dropout (D-PPO; Xie et al., 2022): samples whose term in the variance
+    of the surrogate ``r·A`` is large are left out of the update.
+
+    The abstract says which samples go (those inflating the surrogate's variance), not the rule.
+    The reading taken here: a sample's deviation term is ``((r − 1)·A)²``, and the samples with
+    ``|r − 1|·|A| > threshold`` are dropped. They add 0 to the mean, so the other samples keep
+    their weight 1/B. ``threshold = inf`` is PPO-clip exactly.
+
+    Returns:
+      (loss [...], diagnostics with ``metrics["dropped"]``, the fraction dropped).
+    """
+    loss, diag = ppo_clip(log_ratio, adv, clip_eps)
+    dev = jax.lax.stop_gradient(jnp.abs(jnp.exp(log_ratio) - 1.0) * jnp.abs(adv))
+    keep = dev <= threshold
+    diag = dict(diag)
+    diag["metrics"] = {"dropped": (~keep).astype(loss.dtype)}
+    return jnp.where(keep, loss, 0.0), diag

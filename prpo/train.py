@@ -53,6 +53,7 @@ class TrainState:
     nonfinite_update: jax.Array  # index of the first update with a non-finite loss, -1 if none
     algo_state: Any = None  # the algorithm's own state (Algorithm.init_state / update_state)
     eval_return: Any = None  # latest in-loop evaluation return (Config.eval_every > 0), NaN before the first
+    ent_log_scale: Any = None  # Config.auto_entropy: log of (entropy coefficient / hp.ent_coef), 0 at the start
 
 
 def make_policy(cfg: Config, spec: envs_lib.EnvSpec, network=None):
@@ -172,9 +173,15 @@ def make_train(
             nonfinite_update=jnp.full((), -1, jnp.int32),
             algo_state=algo.init_state(params),
             eval_return=jnp.full((), jnp.nan, jnp.float32) if cfg.eval_every else None,
+            ent_log_scale=jnp.zeros((), jnp.float32) if cfg.auto_entropy else None,
         )
 
     def update(state: TrainState, hp: Hyperparams):
+        base_hp = hp
+        hp, hp_metrics = algo.hyperparams(hp, state.algo_state)  # state-dependent hyperparameters, if any
+        if cfg.auto_entropy:  # the learned entropy coefficient: ent_coef · exp(s)
+            hp = hp.replace(ent_coef=hp.ent_coef * jnp.exp(state.ent_log_scale))
+            hp_metrics = {**hp_metrics, "ent_coef": hp.ent_coef}
         key, k_roll, k_sgd = jax.random.split(state.key, 3)
         to_input = _obs_transform(cfg, state.obs_rms)  # frozen for the rollout and this update
         behaviour, behaviour_metrics = algo.behaviour(policy, hp, state.update, num_updates)
@@ -233,6 +240,16 @@ def make_train(
         metrics["update"] = state.update + 1
         metrics["lr"] = hp.lr * lr_fraction(cfg, state.update, num_updates)
         metrics.update(behaviour_metrics)
+        metrics.update(hp_metrics)
+        algo_state = algo.update_state(state.algo_state, params, hp)
+        algo_state = keep(algo.adapt_state(algo_state, metrics, base_hp), algo_state)
+        ent_log_scale = state.ent_log_scale
+        if cfg.auto_entropy:  # dual ascent on the coefficient: up when the entropy is below the target
+            if "entropy" not in metrics:
+                raise ConfigError(f"auto_entropy=true needs a policy entropy; algo={cfg.algo!r} logs none "
+                                  "(allowed here: auto_entropy=false)")
+            step = base_hp.ent_lr * (base_hp.target_entropy - metrics["entropy"])
+            ent_log_scale = jnp.where(finite, ent_log_scale + step, ent_log_scale)
         new_state = TrainState(
             params=params,
             opt_state=opt_state,
@@ -244,8 +261,9 @@ def make_train(
             update=state.update + 1,
             last_return=last_return,
             nonfinite_update=nonfinite,
-            algo_state=algo.update_state(state.algo_state, params, hp),
+            algo_state=algo_state,
             eval_return=state.eval_return,
+            ent_log_scale=ent_log_scale,
         )
         if cfg.eval_every:
             metrics["eval_return"] = state.eval_return

@@ -130,6 +130,8 @@ def make_loss(cfg, policy, surrogate: Surrogate, axis_name=None):
     per-sample loss term added as is). A family with ``needs_hp = True`` is passed ``hp=``.
     ``remaining`` (optional, ``1 − progress`` computed accurately; see :func:`schedule_fractions`)
     is passed by :func:`sgd_epochs` to losses marked ``takes_remaining``, as this one is.
+    A surrogate's diagnostics may hold ``metrics``, a dict of quantities to log: each is averaged
+    over the minibatch and logged under its own name (e.g. a share of the samples, a chosen bound).
     """
 
     def loss_fn(params, mb: Batch, hp, key, progress=0.0, remaining=None):
@@ -148,9 +150,9 @@ def make_loss(cfg, policy, surrogate: Surrogate, axis_name=None):
             hp = hp.replace(clip_eps=extra["clip_eps"])
         if getattr(surrogate, "needs_context", False):
             ctx = {**extra, "returns": mb.returns, "old_value": mb.aux["value"], "aux": mb.aux}
-            pg_loss, _ = surrogate(log_ratio, adv, hp, ctx)
+            pg_loss, sdiag = surrogate(log_ratio, adv, hp, ctx)
         else:
-            pg_loss, _ = surrogate(log_ratio, adv, hp)
+            pg_loss, sdiag = surrogate(log_ratio, adv, hp)
         if cfg.clip_value:
             v_loss = regularizers.clipped_value_loss(extra["value"], mb.aux["value"], mb.returns, hp.vf_clip_eps)
         else:
@@ -178,6 +180,8 @@ def make_loss(cfg, policy, surrogate: Surrogate, axis_name=None):
             metrics["kl_old"] = extra["kl"].mean()
         if "penalty" in extra:
             metrics["penalty"] = extra["penalty"].mean()
+        for name, value in (sdiag or {}).get("metrics", {}).items():  # a surrogate's own logged quantities
+            metrics[name] = jnp.mean(value)
         return loss, metrics
 
     loss_fn.takes_remaining = True

@@ -16,6 +16,12 @@ hyperparameters, checks, its surrogate or loss and its engine hooks:
 ``fpo``            Flow Matching Policy Gradients (flow policy family)
 ``dppo``           Diffusion Policy Policy Optimization (diffusion policy family)
 ``policyflow``     PolicyFlow (velocity-variation ratio, Brownian regulariser)
+``dispo``          DISPO, sign-decoupled clip ranges (four bounds)
+``bapo``           BAPO, per-minibatch adaptive clip bounds balancing ± gradient shares
+``sign_weighted``  ± sample reweighting (negative-sample reinforcement, asymmetric REINFORCE)
+``dropout_ppo``    D-PPO, PPO-clip with sample dropout (surrogate variance)
+``vcppo``          VC-PPO's decoupled GAE (separate λ for the value targets)
+``r2vpo``          R²VPO, ratio-variance penalty with ν learned by dual ascent
 =================  =======================================================================
 
 A new algorithm is one file that builds an ``Algorithm`` and calls :func:`register` (from
@@ -30,3 +36,4 @@ __all__ = ["Algorithm", "register", "get", "names"]
 
 # the built-in algorithms, in the order `prpo list` shows them
 from prpo.algorithms import ppo, a2c, spo, mdpo, bpo, ppo_ewma, pqn, fpo, dppo, policyflow  # noqa: E402,F401
+from prpo.algorithms import dispo, bapo, sign_weighted, dropout_ppo, vcppo, r2vpo  # noqa: E402,F401
