@@ -538,6 +538,11 @@ def dispo(
     return loss, diag
 
 
+def _clip_binds(ratio, adv, ratio_low, ratio_high):
+    """Where PPO-clip with ratio bounds ``[ratio_low, ratio_high]`` gives a sample no gradient."""
+    return ((adv > 0) & (ratio > ratio_high)) | ((adv < 0) & (ratio < ratio_low))
+
+
 def sign_shares(log_ratio: jax.Array, adv: jax.Array, ratio_low, ratio_high) -> jax.Array:
     """Share of the positive-advantage samples in a clipped surrogate's gradient, per minibatch:
     ``Σ_{A>0, active} r·|A| / Σ_active r·|A|``. A sample is active where PPO-clip with ratio
@@ -545,7 +550,7 @@ def sign_shares(log_ratio: jax.Array, adv: jax.Array, ratio_low, ratio_high) -> 
     r > ratio_high) and not (A < 0 and r < ratio_low). Reduces over every axis (0.5 if no
     sample is active)."""
     ratio = jnp.exp(log_ratio)
-    active = ~(((adv > 0) & (ratio > ratio_high)) | ((adv < 0) & (ratio < ratio_low)))
+    active = ~_clip_binds(ratio, adv, ratio_low, ratio_high)
     w = jnp.where(active, ratio * jnp.abs(adv), 0.0)
     total = w.sum()
     return jnp.where(total > 0, jnp.where(adv > 0, w, 0.0).sum() / jnp.maximum(total, 1e-30), 0.5)
@@ -587,7 +592,7 @@ def bapo(
     ratio = jnp.exp(log_ratio)
     loss = -jnp.minimum(ratio * adv, jnp.clip(ratio, c_low, c_high) * adv)
     diag = ratio_diagnostics(log_ratio, 0.0)
-    diag["clipped"] = (((adv > 0) & (ratio > c_high)) | ((adv < 0) & (ratio < c_low))).astype(ratio.dtype)
+    diag["clipped"] = _clip_binds(ratio, adv, c_low, c_high).astype(ratio.dtype)
     diag["metrics"] = {"pos_share": shares[0], "pos_share_after": shares[pick], "c_low": c_low, "c_high": c_high}
     return loss, diag
 
