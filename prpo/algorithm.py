@@ -16,15 +16,25 @@ The hooks (all pure; called while tracing):
   ``cfg.policy``).
 * ``make_loss(cfg, policy, surrogate, axis_name) -> loss(params, minibatch, hp, key, progress)``
   — default :func:`prpo.update.make_loss` (surrogate + value loss + entropy + KL + penalties).
-* ``targets(cfg, hp, rewards, values, next_values, terminated, truncated, axis_name)
+* ``targets(cfg, hp, rewards, values, next_values, terminated, truncated, axis_name, aux=)
   -> (advantages, returns)`` — default :func:`gae_targets` (GAE, optional whole-batch
-  advantage normalisation).
-* ``behaviour(policy, hp, update, num_updates) -> (policy, metrics)`` — the policy that acts in
-  this update's rollout (PQN: ε-greedy with this update's ε); default: the policy itself.
+  advantage normalisation); ``aux`` is the trajectory's record ``traj.aux`` (``[T, N, ...]``).
+* ``behaviour(policy, hp, update, num_updates, algo_state) -> (policy, metrics)`` — the policy
+  that acts in this update's rollout (PQN: ε-greedy with this update's ε; PROPS: the adaptive
+  behaviour policy); default: the policy itself.
+* ``collect(ctx, behaviour, params, env_state, obs, key) -> (env_state, last_obs, traj, ep_stats)``
+  — the rollout (:class:`prpo.rollout.RolloutContext` holds the env, the transforms, ``hp`` and
+  the algorithm state); default :func:`prpo.rollout.collect_with` (``num_steps`` steps of
+  ``behaviour``). An algorithm may run more (group rollouts from cloned env states, VinePPO's
+  branches) and add its own per-step keys to ``traj.aux``; they reach ``targets`` (as ``aux``)
+  and the training batch (``batch.aux``).
 * ``init_state(params) -> pytree`` / ``update_state(algo_state, params, hp) -> pytree`` — extra
   train state (``TrainState.algo_state``; PPO-EWMA: the proximal parameters); default: none.
 * ``prepare_batch(policy, algo_state, batch) -> batch`` — add to the training batch before the
   epochs (PPO-EWMA: log π_prox of the actions); default: unchanged.
+* ``learn(algo_state, policy, params, batch, hp, key) -> (algo_state, metrics)`` — after the
+  epochs, with the new parameters and the training batch (PROPS: fit the behaviour policy);
+  default: unchanged, no metrics.
 * ``hyperparams(hp, algo_state) -> (hp, metrics)`` — this update's hyperparameters, where some
   are state (R²VPO: the dual variable ν); default: ``hp`` unchanged.
 * ``adapt_state(algo_state, metrics, hp) -> algo_state`` — after the epochs, with the update's
@@ -52,6 +62,7 @@ from prpo.fused import FusedActorCritic, fused_actor_critic
 from prpo.networks import make_actor_critic
 from prpo.policies import CategoricalPolicy, GaussianPolicy
 from prpo.registry import suggest
+from prpo.rollout import collect_with
 from prpo.update import make_loss
 
 __all__ = [
@@ -117,7 +128,7 @@ def check_network_kernel(cfg: Config, policy) -> None:
         )
 
 
-def gae_targets(cfg: Config, hp, rewards, values, next_values, terminated, truncated, axis_name=None):
+def gae_targets(cfg: Config, hp, rewards, values, next_values, terminated, truncated, axis_name=None, aux=None):
     """GAE advantages and returns (bootstrapping at truncation through ``next_values``); with
     ``adv_norm="batch"`` the advantages are normalised over the whole batch (all devices)."""
     advantages, returns = gae(rewards, values, next_values, terminated, truncated, hp.gamma, hp.gae_lambda,
@@ -127,8 +138,12 @@ def gae_targets(cfg: Config, hp, rewards, values, next_values, terminated, trunc
     return advantages, returns
 
 
-def _same_policy(policy, hp, update, num_updates):
+def _same_policy(policy, hp, update, num_updates, algo_state=None):
     return policy, {}
+
+
+def _no_learning(algo_state, policy, params, batch, hp, key):
+    return algo_state, {}
 
 
 def _no_state(params):
@@ -252,9 +267,11 @@ class Algorithm:
     make_loss: Callable = make_loss
     targets: Callable = gae_targets
     behaviour: Callable = _same_policy
+    collect: Callable = collect_with
     init_state: Callable = _no_state
     update_state: Callable = _keep_state
     prepare_batch: Callable = _same_batch
+    learn: Callable = _no_learning
     hyperparams: Callable = _same_hyperparams
     adapt_state: Callable = _no_adaptation
 

@@ -7,13 +7,14 @@ so memory does not grow with the number of envs × steps beyond the trajectory i
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Callable
 
 import flax.struct
 import jax
 import jax.numpy as jnp
 
-__all__ = ["Transition", "EpisodeStats", "collect"]
+__all__ = ["Transition", "EpisodeStats", "RolloutContext", "collect", "collect_with"]
 
 
 @flax.struct.dataclass
@@ -27,6 +28,36 @@ class Transition:
     terminated: jax.Array
     truncated: jax.Array
     bootstrap_value: jax.Array  # V(final observation) at truncated steps, else 0
+
+
+@dataclasses.dataclass(frozen=True)
+class RolloutContext:
+    """What an algorithm's ``collect`` hook may use besides the parameters and the env state.
+
+    ``env``: the vectorised env (this device's ``num_envs / num_shards`` envs); ``policy``: the
+    learner's policy family (``behaviour`` is what acts); ``obs_transform`` / ``action_transform``:
+    raw observation -> network input and sampled action -> env action; ``env_ids``: global env
+    indices on a sharded run (else ``None``); ``hp``: this update's hyperparameters;
+    ``algo_state``: the algorithm's own train state; ``update``: updates done (int32).
+    """
+
+    cfg: Any
+    env: Any
+    policy: Any
+    obs_transform: Callable
+    action_transform: Callable
+    env_ids: Any
+    hp: Any
+    algo_state: Any
+    update: Any
+
+
+def collect_with(ctx: RolloutContext, behaviour, params, env_state, obs, key, num_steps: int | None = None):
+    """:func:`collect` with the settings of ``ctx.cfg`` (``num_steps`` steps, default ``cfg.num_steps``)."""
+    cfg = ctx.cfg
+    return collect(ctx.env, behaviour, params, env_state, obs, key, cfg.num_steps if num_steps is None else num_steps,
+                   ctx.obs_transform, ctx.action_transform, cfg.bootstrap_truncation, cfg.truncation_value,
+                   cfg.scan_unroll, ctx.env_ids)
 
 
 @flax.struct.dataclass

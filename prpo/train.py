@@ -28,7 +28,7 @@ from prpo import memory
 from prpo import normalization as norm
 from prpo.algorithm import check_env, check_network_kernel, env_options, get as get_algorithm
 from prpo.config import Config, ConfigError, Hyperparams, check_split
-from prpo.rollout import collect
+from prpo.rollout import RolloutContext
 from prpo.update import SURROGATES, Batch, lr_fraction, make_optimizer, schedule_fractions, sgd_epochs
 
 __all__ = ["TrainState", "Trainer", "make_train", "make_policy", "check_env", "evaluate", "episode_returns",
@@ -184,13 +184,14 @@ def make_train(
             hp_metrics = {**hp_metrics, "ent_coef": hp.ent_coef}
         key, k_roll, k_sgd = jax.random.split(state.key, 3)
         to_input = _obs_transform(cfg, state.obs_rms)  # frozen for the rollout and this update
-        behaviour, behaviour_metrics = algo.behaviour(policy, hp, state.update, num_updates)
+        behaviour, behaviour_metrics = algo.behaviour(policy, hp, state.update, num_updates, state.algo_state)
 
-        # 1. rollout
-        env_state, last_obs, traj, ep_stats = collect(
-            vec_env, behaviour, state.params, state.env_state, state.obs, k_roll, cfg.num_steps,
-            to_input, action_transform, cfg.bootstrap_truncation, cfg.truncation_value, cfg.scan_unroll, env_ids(),
-        )
+        # 1. rollout (default: num_steps steps of the behaviour policy)
+        ctx = RolloutContext(cfg=cfg, env=vec_env, policy=policy, obs_transform=to_input,
+                             action_transform=action_transform, env_ids=env_ids(), hp=hp,
+                             algo_state=state.algo_state, update=state.update)
+        env_state, last_obs, traj, ep_stats = algo.collect(ctx, behaviour, state.params, state.env_state, state.obs,
+                                                           k_roll)
 
         # 2. targets: V(s'_t) is V(s_{t+1}), or V(final obs) where the episode was truncated
         values = traj.aux["value"]
@@ -203,7 +204,7 @@ def make_train(
             scaler = norm.reward_scaler_update(scaler, rewards, done, hp.gamma, axis_name=axis_name)
             rewards = norm.scale_rewards(scaler, rewards, clip=cfg.reward_clip)
         advantages, returns = algo.targets(cfg, hp, rewards, values, next_values, traj.terminated, traj.truncated,
-                                           axis_name)
+                                           axis_name, aux=traj.aux)
 
         # 3. epochs × shuffled minibatches
         flat = lambda x: x.reshape((-1,) + x.shape[2:])  # noqa: E731
@@ -221,6 +222,7 @@ def make_train(
             cfg, loss_fn, tx, state.params, state.opt_state, batch, hp, k_sgd, progress, axis_name=axis_name,
             remaining=remaining,
         )
+        algo_state, learn_metrics = algo.learn(state.algo_state, policy, params, batch, hp, jax.random.fold_in(k_sgd, 1))
 
         # 4. learner-side statistics and the non-finite guard
         obs_rms = norm.rms_update(state.obs_rms, traj.obs, axis=(0, 1), axis_name=axis_name) if cfg.normalize_obs else state.obs_rms
@@ -241,7 +243,8 @@ def make_train(
         metrics["lr"] = hp.lr * lr_fraction(cfg, state.update, num_updates)
         metrics.update(behaviour_metrics)
         metrics.update(hp_metrics)
-        algo_state = algo.update_state(state.algo_state, params, hp)
+        metrics.update(learn_metrics)
+        algo_state = algo.update_state(algo_state, params, hp)
         algo_state = keep(algo.adapt_state(algo_state, metrics, base_hp), algo_state)
         ent_log_scale = state.ent_log_scale
         if cfg.auto_entropy:  # dual ascent on the coefficient: up when the entropy is below the target

@@ -37,12 +37,13 @@ def _policy(cfg, spec, network=None):
     return QPolicy(network)
 
 
-def _epsilon_greedy(policy, hp, update, num_updates):
+def _epsilon_greedy(policy, hp, update, num_updates, algo_state=None):
     epsilon = linear_epsilon(update, num_updates, hp.eps_start, hp.eps_finish, hp.eps_decay)
     return policy.behaviour(epsilon), {"epsilon": epsilon}
 
 
-def q_lambda_targets_from_rollout(cfg, hp, rewards, values, next_values, terminated, truncated, axis_name=None):
+def q_lambda_targets_from_rollout(cfg, hp, rewards, values, next_values, terminated, truncated, axis_name=None,
+                                 aux=None):
     """Q(λ) targets (``next_values`` = max_a Q at act time, or of the final obs at truncation); zero advantages."""
     del values, axis_name
     returns = lambda_returns(rewards, next_values, terminated, truncated, hp.gamma, hp.gae_lambda, unroll=cfg.scan_unroll)

@@ -13,7 +13,7 @@ from prpo.registry import hyperparameter
 __all__ = ["VCPPO", "decoupled_gae_targets"]
 
 
-def decoupled_gae_targets(cfg, hp, rewards, values, next_values, terminated, truncated, axis_name=None):
+def decoupled_gae_targets(cfg, hp, rewards, values, next_values, terminated, truncated, axis_name=None, aux=None):
     """Advantages from GAE(``gae_lambda``), returns = GAE(``critic_lambda``) + V: two estimators
     on the same trajectory (the actor's normalised as ``adv_norm`` says, as in PPO)."""
     advantages, _ = gae(rewards, values, next_values, terminated, truncated, hp.gamma, hp.gae_lambda,
