@@ -19,22 +19,17 @@ The hooks (all pure; called while tracing):
 * ``targets(cfg, hp, rewards, values, next_values, terminated, truncated, axis_name, aux=)
   -> (advantages, returns)`` — default :func:`gae_targets` (GAE, optional whole-batch
   advantage normalisation); ``aux`` is the trajectory's record ``traj.aux`` (``[T, N, ...]``).
-* ``behaviour(policy, hp, update, num_updates, algo_state) -> (policy, metrics)`` — the policy
-  that acts in this update's rollout (PQN: ε-greedy with this update's ε; PROPS: the adaptive
-  behaviour policy); default: the policy itself.
+* ``behaviour(policy, hp, update, num_updates) -> (policy, metrics)`` — the policy that acts in
+  this update's rollout (PQN: ε-greedy with this update's ε); default: the policy itself.
 * ``collect(ctx, behaviour, params, env_state, obs, key) -> (env_state, last_obs, traj, ep_stats)``
-  — the rollout (:class:`prpo.rollout.RolloutContext` holds the env, the transforms, ``hp`` and
-  the algorithm state); default :func:`prpo.rollout.collect_with` (``num_steps`` steps of
-  ``behaviour``). An algorithm may run more (group rollouts from cloned env states, VinePPO's
-  branches) and add its own per-step keys to ``traj.aux``; they reach ``targets`` (as ``aux``)
-  and the training batch (``batch.aux``).
+  — the rollout (:class:`prpo.rollout.RolloutContext` holds the env, the transforms and ``hp``);
+  default :func:`prpo.rollout.collect_with` (``num_steps`` steps of ``behaviour``). An
+  algorithm may roll out differently (e.g. from cloned env states) and add its own per-step
+  keys to ``traj.aux``; they reach ``targets`` (as ``aux``) and the training batch (``batch.aux``).
 * ``init_state(params) -> pytree`` / ``update_state(algo_state, params, hp) -> pytree`` — extra
   train state (``TrainState.algo_state``; PPO-EWMA: the proximal parameters); default: none.
 * ``prepare_batch(policy, algo_state, batch) -> batch`` — add to the training batch before the
   epochs (PPO-EWMA: log π_prox of the actions); default: unchanged.
-* ``learn(algo_state, policy, params, batch, hp, key) -> (algo_state, metrics)`` — after the
-  epochs, with the new parameters and the training batch (PROPS: fit the behaviour policy);
-  default: unchanged, no metrics.
 * ``hyperparams(hp, algo_state) -> (hp, metrics)`` — this update's hyperparameters, where some
   are state (R²VPO: the dual variable ν); default: ``hp`` unchanged.
 * ``adapt_state(algo_state, metrics, hp) -> algo_state`` — after the epochs, with the update's
@@ -138,12 +133,8 @@ def gae_targets(cfg: Config, hp, rewards, values, next_values, terminated, trunc
     return advantages, returns
 
 
-def _same_policy(policy, hp, update, num_updates, algo_state=None):
+def _same_policy(policy, hp, update, num_updates):
     return policy, {}
-
-
-def _no_learning(algo_state, policy, params, batch, hp, key):
-    return algo_state, {}
 
 
 def _no_state(params):
@@ -271,7 +262,6 @@ class Algorithm:
     init_state: Callable = _no_state
     update_state: Callable = _keep_state
     prepare_batch: Callable = _same_batch
-    learn: Callable = _no_learning
     hyperparams: Callable = _same_hyperparams
     adapt_state: Callable = _no_adaptation
 

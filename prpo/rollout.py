@@ -37,8 +37,7 @@ class RolloutContext:
     ``env``: the vectorised env (this device's ``num_envs / num_shards`` envs); ``policy``: the
     learner's policy family (``behaviour`` is what acts); ``obs_transform`` / ``action_transform``:
     raw observation -> network input and sampled action -> env action; ``env_ids``: global env
-    indices on a sharded run (else ``None``); ``hp``: this update's hyperparameters;
-    ``algo_state``: the algorithm's own train state; ``update``: updates done (int32).
+    indices on a sharded run (else ``None``); ``hp``: this update's hyperparameters.
     """
 
     cfg: Any
@@ -48,8 +47,6 @@ class RolloutContext:
     action_transform: Callable
     env_ids: Any
     hp: Any
-    algo_state: Any
-    update: Any
 
 
 def collect_with(ctx: RolloutContext, behaviour, params, env_state, obs, key, num_steps: int | None = None):

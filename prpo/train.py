@@ -184,12 +184,11 @@ def make_train(
             hp_metrics = {**hp_metrics, "ent_coef": hp.ent_coef}
         key, k_roll, k_sgd = jax.random.split(state.key, 3)
         to_input = _obs_transform(cfg, state.obs_rms)  # frozen for the rollout and this update
-        behaviour, behaviour_metrics = algo.behaviour(policy, hp, state.update, num_updates, state.algo_state)
+        behaviour, behaviour_metrics = algo.behaviour(policy, hp, state.update, num_updates)
 
         # 1. rollout (default: num_steps steps of the behaviour policy)
         ctx = RolloutContext(cfg=cfg, env=vec_env, policy=policy, obs_transform=to_input,
-                             action_transform=action_transform, env_ids=env_ids(), hp=hp,
-                             algo_state=state.algo_state, update=state.update)
+                             action_transform=action_transform, env_ids=env_ids(), hp=hp)
         env_state, last_obs, traj, ep_stats = algo.collect(ctx, behaviour, state.params, state.env_state, state.obs,
                                                            k_roll)
 
@@ -222,7 +221,6 @@ def make_train(
             cfg, loss_fn, tx, state.params, state.opt_state, batch, hp, k_sgd, progress, axis_name=axis_name,
             remaining=remaining,
         )
-        algo_state, learn_metrics = algo.learn(state.algo_state, policy, params, batch, hp, jax.random.fold_in(k_sgd, 1))
 
         # 4. learner-side statistics and the non-finite guard
         obs_rms = norm.rms_update(state.obs_rms, traj.obs, axis=(0, 1), axis_name=axis_name) if cfg.normalize_obs else state.obs_rms
@@ -243,8 +241,7 @@ def make_train(
         metrics["lr"] = hp.lr * lr_fraction(cfg, state.update, num_updates)
         metrics.update(behaviour_metrics)
         metrics.update(hp_metrics)
-        metrics.update(learn_metrics)
-        algo_state = algo.update_state(algo_state, params, hp)
+        algo_state = algo.update_state(state.algo_state, params, hp)
         algo_state = keep(algo.adapt_state(algo_state, metrics, base_hp), algo_state)
         ent_log_scale = state.ent_log_scale
         if cfg.auto_entropy:  # dual ascent on the coefficient: up when the entropy is below the target

@@ -147,3 +147,40 @@ def test_ppo_trains_on_a_user_env_object():
     assert float(score) == pytest.approx(4.0)  # greedy play of the trained policy: every step right
     with pytest.raises(ConfigError, match="missing"):
         prpo.make_train(cfg, env=object())
+
+
+def test_a_collect_hook_records_per_step_data_that_reaches_targets_and_the_batch():
+    """An algorithm's ``collect`` adds ``traj.aux["step"] = t``; its ``targets`` sets the advantages to
+    ``aux["step"]`` and the returns to ``aux["step"]·10``; its loss logs what the minibatches hold.
+    Over whole epochs the means are (T − 1)/2 and 10·(T − 1)/2; without the aux path (or with a
+    wrong flattening of [T, N] vs the batch) the loss would see other values or fail."""
+    from prpo.rollout import collect_with
+
+    def collect(ctx, behaviour, params, env_state, obs, key):
+        env_state, last_obs, traj, stats = collect_with(ctx, behaviour, params, env_state, obs, key)
+        t = jnp.broadcast_to(jnp.arange(ctx.cfg.num_steps, dtype=jnp.float32)[:, None], traj.reward.shape)
+        return env_state, last_obs, traj.replace(aux={**traj.aux, "step": t}), stats
+
+    def targets(cfg, hp, rewards, values, next_values, terminated, truncated, axis_name=None, aux=None):
+        return aux["step"], 10.0 * aux["step"]
+
+    def make_loss(cfg, policy, surrogate, axis_name=None):
+        def loss(params, mb, hp, key, progress=0.0):
+            lr, extra = policy.log_ratio(params, mb.obs, mb.action, mb.aux, key)
+            same = jnp.max(jnp.abs(mb.advantages - mb.aux["step"]))  # each sample's own step index
+            return -(lr * 0.0).mean(), {"loss": (lr * 0.0).mean(), "adv_mean": mb.advantages.mean(),
+                                        "ret_mean": mb.returns.mean(), "adv_vs_aux": same}
+        return loss
+
+    register(Algorithm(name="_step_marker", description="test: aux from collect", collect=collect, targets=targets,
+                       make_loss=make_loss))
+    try:
+        cfg = algorithms.get("_step_marker").config("CartPole-v1", num_envs=4, num_steps=8, total_timesteps=64,
+                                                    num_minibatches=2, update_epochs=2)
+        trainer = prpo.train.make_train(cfg)
+        _, m = jax.jit(trainer.train)(jax.random.key(0), cfg.hp)
+    finally:
+        registry.ALGORITHMS.pop("_step_marker")
+    np.testing.assert_allclose(np.asarray(m["adv_mean"]), 3.5, rtol=1e-6)
+    np.testing.assert_allclose(np.asarray(m["ret_mean"]), 35.0, rtol=1e-6)
+    np.testing.assert_array_equal(np.asarray(m["adv_vs_aux"]), 0.0)

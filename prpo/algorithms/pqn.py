@@ -37,7 +37,7 @@ def _policy(cfg, spec, network=None):
     return QPolicy(network)
 
 
-def _epsilon_greedy(policy, hp, update, num_updates, algo_state=None):
+def _epsilon_greedy(policy, hp, update, num_updates):
     epsilon = linear_epsilon(update, num_updates, hp.eps_start, hp.eps_finish, hp.eps_decay)
     return policy.behaviour(epsilon), {"epsilon": epsilon}
 
