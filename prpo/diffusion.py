@@ -17,6 +17,37 @@ stores the last ``K′ + 1`` latents and the ``K′`` old log-probabilities; ``l
 ``ε_i = ε_base + (ε − ε_base)·(exp(3u) − 1)/(e³ − 1)``, ``u = i/(K′ − 1)`` (``i = 0`` is the
 noisiest fine-tuned step), which the generic update step applies.
 
+**GRPO-Guard ratio normalisation** (Wang et al., 2025, arXiv 2510.22319; ``ratio_norm``, off by
+default). For a Gaussian step of std ``s_i = max(σ_t, σ_min_prob)`` the unclamped log-ratio of the
+stored sample ``x = a^{k−1}`` is, with ``Δμ = μ_θ − μ_old`` and ``ξ = (x − μ_old)/s``,
+
+    log r_i = reduce_d [ ξ·Δμ/s − Δμ²/(2s²) ]
+
+so its mean given the state is ``−reduce_d Δμ²/(2s²) < 0`` (the log-ratio's mean is negative, the
+median ratio below 1) and its spread, ``∝ |Δμ|/s``, grows as the step's noise shrinks. Choices:
+
+* ``"guard"`` (the paper's RatioNorm as the VeRL-Omni ``grpo_guard`` loss implements it; the
+  paper's own equations were not at hand, only its abstract and that implementation): add the
+  analytic mean back and rescale by the step's noise, ``log r̂_i = s_i·(log r_i + reduce_d Δμ²/(2s_i²))
+  = reduce_d (x − μ_old)·Δμ / s_i``, computed in the last form from the stored old means
+  (``aux["mean"]``, kept at rollout only in this mode). Gradients flow through ``Δμ`` (the bias is
+  not under stop-gradient, as in the reference). The per-dim log-prob clamp is not applied in
+  this mode (UNVERIFIED choice: with a clamp the identity fails and a clamped dim's bias term
+  would push ``μ_θ`` away from ``μ_old``).
+* ``"batch"``: the empirical counterpart, ``log r̂_i = s_i·(log r_i − mean_B log r_i)`` over the
+  minibatch, per step; ``"batch_center"``: ``log r_i − mean_B log r_i`` (no rescaling). The
+  statistic is under stop-gradient by default (``ratio_norm_sg``; UNVERIFIED — the paper does
+  not use batch statistics). Under ``shard_map`` the mean is the device's shard's.
+
+``step_reweight="guard"`` is the paper's gradient reweighting ("1/Δt" for flow matching): step ``i``'s
+advantage weight is multiplied by ``w_i ∝ 1/g_i``, with ``g_i`` the scale of ``∂ log r̂_i/∂ε̂`` at
+``θ = θ_old``: ``κ_t = β_t/(√α_t·√(1 − ᾱ_t)) = |∂μ/∂ε̂|`` (unclipped ``x̂_0``) for the rescaled ratios
+(``guard``, ``batch``) and ``κ_t/s_i`` for the raw ones (``none``, ``batch_center``); normalised to
+mean 1 over the fine-tuned steps (our choice; the reference's ``1/Δt`` is unnormalised — UNVERIFIED
+DDPM analogue of the flow-matching ``1/Δt``). With the cosine schedule the noisiest step has
+``β = 0.999`` (clipped), a large ``κ`` and so a weight near 0; there ``x̂_0`` is nearly always
+clipped to ±1 and ``μ`` barely depends on ``ε̂`` anyway.
+
 Evaluation (``mode``) runs deterministic DDIM with ``ddim_steps`` steps from ``a^K = 0``
 (``ddim_steps = 0``: the DDPM chain of means, no noise). Noise schedule: cosine (the reference's).
 Pretrained denoisers: :func:`bc_loss` / :func:`pretrain` fit ε_θ to demonstrations, and
@@ -46,6 +77,11 @@ __all__ = [
     "DiffusionPolicy",
     "clip_schedule",
     "gaussian_log_prob",
+    "RATIO_NORMS",
+    "STEP_REWEIGHTS",
+    "guard_log_ratio",
+    "center_log_ratio",
+    "step_grad_scale",
     "bc_loss",
     "pretrain",
     "finetune_params",
@@ -147,6 +183,42 @@ def clip_schedule(num_steps: int, clip_eps, clip_base, rate: float = 3.0):
     return clip_base + (clip_eps - clip_base) * (jnp.exp(rate * u) - 1.0) / (math.exp(rate) - 1.0)
 
 
+#: ``DiffusionPolicy.ratio_norm`` choices (module docstring)
+RATIO_NORMS = ("none", "guard", "batch", "batch_center")
+#: ``DiffusionPolicy.step_reweight`` choices
+STEP_REWEIGHTS = ("none", "guard")
+
+
+def guard_log_ratio(x, mean_new, mean_old, std, reduce: str = "mean"):
+    """GRPO-Guard RatioNorm of a Gaussian step: ``reduce_d (x − μ_old)·(μ_new − μ_old) / s``.
+
+    Equals ``s·(log r + reduce_d (μ_new − μ_old)²/(2s²))`` for the unclamped log-ratio
+    ``log r = log N(x; μ_new, s²) − log N(x; μ_old, s²)`` (reduced the same way). ``x``, ``mean_*``:
+    ``[..., D]``; ``std``: broadcastable to them. Returns ``[...]``.
+    """
+    lr = (x - mean_old) * (mean_new - mean_old) / std
+    return lr.mean(-1) if reduce == "mean" else lr.sum(-1)
+
+
+def center_log_ratio(log_ratio, scale=1.0, stop_gradient: bool = True):
+    """``scale·(log r − mean_B log r)``: per column (denoising step) of ``log r`` ``[B, K]``, the
+    minibatch mean removed (under stop-gradient unless ``stop_gradient=False``)."""
+    mean = log_ratio.mean(0, keepdims=True)
+    if stop_gradient:
+        mean = jax.lax.stop_gradient(mean)
+    return scale * (log_ratio - mean)
+
+
+def step_grad_scale(schedule: "Schedule", ts, std_floor: float, rescaled: bool) -> np.ndarray:
+    """Per-step scale ``g`` of ``∂ log r̂/∂ε̂`` at the rollout parameters, for steps ``ts``:
+    ``κ_t = β_t/(√(1 − β_t)·√(1 − ᾱ_t))`` if the ratio is rescaled by ``s_t`` (``guard``,
+    ``batch``), else ``κ_t/s_t`` with ``s_t = max(σ_t, std_floor)`` (float64 numpy)."""
+    ts = np.asarray(ts)
+    b, ac = schedule.betas[ts], schedule.alphas_cumprod[ts]
+    kappa = b / (np.sqrt(1.0 - b) * np.sqrt(1.0 - ac))
+    return kappa if rescaled else kappa / np.maximum(schedule.posterior_std[ts], std_floor)
+
+
 @dataclasses.dataclass(frozen=True)
 class DiffusionPolicy:
     """DPPO's diffusion policy family (module docstring). Params: ``{"denoiser", "base", "critic"}``."""
@@ -166,7 +238,16 @@ class DiffusionPolicy:
     noise_clip: float = 3.0
     action_low: float | tuple = -1.0  # env bounds: a_env = low + (a + 1)/2·(high − low)
     action_high: float | tuple = 1.0
+    ratio_norm: str = "none"  # RATIO_NORMS (module docstring: GRPO-Guard)
+    ratio_norm_sg: bool = True  # stop-gradient on the minibatch mean ("batch", "batch_center")
+    step_reweight: str = "none"  # STEP_REWEIGHTS
     needs_hp = True
+
+    def __post_init__(self):
+        if self.ratio_norm not in RATIO_NORMS:
+            raise ValueError(f"ratio_norm={self.ratio_norm!r}; allowed: {', '.join(map(repr, RATIO_NORMS))}")
+        if self.step_reweight not in STEP_REWEIGHTS:
+            raise ValueError(f"step_reweight={self.step_reweight!r}; allowed: {', '.join(map(repr, STEP_REWEIGHTS))}")
 
     @property
     def K1(self) -> int:
@@ -243,24 +324,64 @@ class DiffusionPolicy:
         """``[B, K′]`` log-probabilities of the fine-tuned steps of ``chain`` (``[B, K′ + 1, D]``)."""
         return self.step_log_prob(params, obs, chain[:, :-1], chain[:, 1:], self._ft_ts()[None, :])
 
+    def chain_means(self, params, obs, chain):
+        """``[B, K′, D]`` posterior means ``μ_θ`` of the fine-tuned steps of ``chain``."""
+        return self.mean_std(params, obs, chain[:, :-1], self._ft_ts()[None, :])[0]
+
+    def step_std(self):
+        """``[K′]`` likelihood stds ``s_i = max(σ_t, σ_min_prob)`` of the fine-tuned steps."""
+        return jnp.maximum(self._consts()["std"][self._ft_ts()], self.sigma_min_prob)
+
+    def step_weights(self) -> np.ndarray:
+        """``[K′]`` GRPO-Guard gradient reweighting ``w_i ∝ 1/g_i`` (mean 1); ones when off."""
+        if self.step_reweight == "none":
+            return np.ones(self.K1)
+        g = step_grad_scale(self.schedule, np.arange(self.K1 - 1, -1, -1), self.sigma_min_prob,
+                            rescaled=self.ratio_norm in ("guard", "batch"))
+        w = 1.0 / g
+        return w / w.mean()
+
     def to_env(self, x):
         low, high = jnp.asarray(self.action_low, jnp.float32), jnp.asarray(self.action_high, jnp.float32)
         return low + (x + 1.0) * 0.5 * (high - low)
 
     def act(self, params, obs, key):
         chain = self.sample_chain(params, obs, key)[:, self.steps - self.K1:]
-        aux = {"value": self.value(params, obs), "chain": chain, "log_prob": self.chain_log_prob(params, obs, chain)}
+        aux = {"value": self.value(params, obs), "chain": chain}
+        if self.ratio_norm == "guard":  # the old means too, for the analytic RatioNorm
+            aux["mean"] = self.chain_means(params, obs, chain)
+            aux["log_prob"] = gaussian_log_prob(chain[:, 1:], aux["mean"], self.step_std()[None, :, None],
+                                                self.logprob_clamp, self.logprob_reduce)
+        else:
+            aux["log_prob"] = self.chain_log_prob(params, obs, chain)
         return self.to_env(chain[:, -1]), jax.tree.map(jax.lax.stop_gradient, aux)
 
     def log_ratio(self, params, obs, action, aux, key=None, hp=None):
-        logp = self.chain_log_prob(params, obs, aux["chain"])
+        chain = aux["chain"]
+        if self.ratio_norm == "guard":  # one denoiser pass for the means and the log-probs
+            mean = self.chain_means(params, obs, chain)
+            std = self.step_std()[None, :, None]
+            logp = gaussian_log_prob(chain[:, 1:], mean, std, self.logprob_clamp, self.logprob_reduce)
+        else:
+            logp = self.chain_log_prob(params, obs, chain)
         value = self.value(params, obs)
         extras = {"entropy": jnp.zeros_like(value), "value": value, "log_prob": logp.sum(-1)}
         if hp is not None:
             i = jnp.arange(self.K1, dtype=jnp.float32)
             extras["adv_weight"] = hp.gamma_denoise ** (self.K1 - 1 - i)
+            if self.step_reweight != "none":
+                extras["adv_weight"] = extras["adv_weight"] * jnp.asarray(self.step_weights(), jnp.float32)
             extras["clip_eps"] = clip_schedule(self.K1, hp.clip_eps, hp.dppo_clip_base)
-        return logp - aux["log_prob"], extras
+        log_ratio = logp - aux["log_prob"]
+        if self.ratio_norm == "none":
+            return log_ratio, extras
+        extras["log_ratio_raw"] = log_ratio  # the unnormalised ratio, for diagnostics
+        if self.ratio_norm == "guard":
+            log_ratio = guard_log_ratio(chain[:, 1:], mean, aux["mean"], std, self.logprob_reduce)
+        else:
+            scale = self.step_std()[None, :] if self.ratio_norm == "batch" else 1.0
+            log_ratio = center_log_ratio(log_ratio, scale, self.ratio_norm_sg)
+        return log_ratio, extras
 
     def mode(self, params, obs):
         """Deterministic DDIM (η = 0) with ``ddim_steps`` steps from ``a^K = 0``."""

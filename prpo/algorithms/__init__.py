@@ -22,6 +22,12 @@ hyperparameters, checks, its surrogate or loss and its engine hooks:
 ``dropout_ppo``    D-PPO, PPO-clip with sample dropout (surrogate variance)
 ``vcppo``          VC-PPO's decoupled GAE (separate λ for the value targets)
 ``r2vpo``          R²VPO, ratio-variance penalty with ν learned by dual ascent
+``group``          critic-free group rollouts from cloned env states: ``rloo``, ``remax``,
+                   ``grpo``, ``reinforce_pp`` (leave-one-out, greedy-rollout, group- and
+                   batch-normalised baselines)
+``stppo``          ST-PPO, segment-level ratios with a clipping-bias correction
+``props``          PROPS, an adaptive behaviour policy correcting the sampling error
+``pmoe``           PMOE, PPO with a Gaussian-mixture policy family (``policy="mixture"``)
 =================  =======================================================================
 
 A new algorithm is one file that builds an ``Algorithm`` and calls :func:`register` (from
@@ -37,3 +43,4 @@ __all__ = ["Algorithm", "register", "get", "names"]
 # the built-in algorithms, in the order `prpo list` shows them
 from prpo.algorithms import ppo, a2c, spo, mdpo, bpo, ppo_ewma, pqn, fpo, dppo, policyflow  # noqa: E402,F401
 from prpo.algorithms import dispo, bapo, sign_weighted, dropout_ppo, vcppo, r2vpo  # noqa: E402,F401
+from prpo.algorithms import group, stppo, props, pmoe  # noqa: E402,F401

@@ -8,6 +8,13 @@ advantage ``γ_denoise^(K′−1−i)·A`` and a per-step clip ε_i rising from 
 dimensions as in the reference (``dppo_logprob_reduce="sum"``, ``dppo_logprob_clamp=False``
 for the alternatives). Evaluation uses DDIM (``ddim_eval_steps``).
 
+GRPO-Guard (Wang et al., 2025) as options of the family, off by default: ``ratio_norm="guard"``
+(RatioNorm: the per-step log-ratio with its analytic mean shift removed and rescaled by the
+step's noise std, ``log r̂_i = s_i·(log r_i + reduce_d Δμ²/(2s_i²))``), ``"batch"`` /
+``"batch_center"`` (the minibatch mean per step removed, rescaled by ``s_i`` or not;
+``ratio_norm_sg``), and ``step_reweight="guard"`` (per-step gradient reweighting, the DDPM
+analogue of the paper's ``1/Δt``). Formulas and the choices made: :mod:`prpo.diffusion`.
+
 This module registers the ``diffusion`` policy family (``Config.policy="diffusion"``).
 """
 
@@ -43,6 +50,9 @@ def _make_diffusion(cfg, spec, network=None):
         logprob_reduce=cfg.dppo_logprob_reduce,
         action_low=spec.action_space.low,
         action_high=spec.action_space.high,
+        ratio_norm=cfg.ratio_norm,
+        ratio_norm_sg=cfg.ratio_norm_sg,
+        step_reweight=cfg.step_reweight,
     )
 
 
@@ -72,6 +82,13 @@ register_policy(
                                       choices=("mean", "sum")),
         "dppo_logprob_clamp": static(True, "clamp per-dim log-probs to [−5, 2] (reference)", type=bool,
                                      choices=(True, False)),
+        "ratio_norm": static("none", "GRPO-Guard per-step ratio normalisation: none (DPPO), guard (RatioNorm: analytic "
+                             "mean shift removed, × step noise std), batch (minibatch mean per step removed, × step "
+                             "noise std), batch_center (minibatch mean removed)", choices=diffusion.RATIO_NORMS),
+        "ratio_norm_sg": static(True, "stop-gradient on the minibatch mean of ratio_norm=batch/batch_center", type=bool,
+                                choices=(True, False)),
+        "step_reweight": static("none", "GRPO-Guard per-step gradient reweighting: none, or guard (advantage of step i "
+                                "× w_i ∝ 1/(scale of ∂ log r_i/∂ε̂), mean 1)", choices=diffusion.STEP_REWEIGHTS),
         "gamma_denoise": hyperparameter(0.99, "advantage weight γ_denoise^(K′−1−i) of fine-tuned step i",
                                         lambda v: 0 < v <= 1, "in (0, 1]"),
         "dppo_clip_base": hyperparameter(1e-3, "clip ε of the noisiest fine-tuned step (rises to clip_eps at the last)",
