@@ -4,7 +4,8 @@ Every (algorithm, env) pair is one compile: its seeds and grid settings are vmap
 (shapes differ between algorithms and envs, so those are separate compiles). Writes
 
     OUT/results.json   every run's per-seed final returns and diagnostics
-    OUT/results.md     mean ± standard error of the final return (training episodes of the last
+    OUT/results.md     mean ± standard error and IQM [95% stratified-bootstrap CI, rliable via
+                       prpo.report] of the final return over seeds (training episodes of the last
                        update with finished episodes; with --eval also a deterministic
                        evaluation of the final policy), mean/max |r − 1|, clip fraction,
                        approx-KL (means over training; max over training)
@@ -40,6 +41,7 @@ import numpy as np
 from prpo import algorithms
 from prpo.config import ConfigError
 from prpo.experiment import run_experiment
+from prpo.report import ReportError, final_stats
 from prpo.train import evaluate, make_train
 
 
@@ -54,6 +56,21 @@ def _evaluate_all(cfg, state, seed):
     g, n = jax.tree.leaves(state.params)[0].shape[:2]
     keys = jax.random.split(jax.random.key(seed + 10_000), g * n).reshape(g, n)
     return np.asarray(jax.jit(jax.vmap(jax.vmap(one)))(state, keys), np.float64)
+
+
+def _iqm(final) -> dict:
+    """IQM of the seeds' final returns and its 95% CI (prpo.report, i.e. rliable); None without rliable."""
+    try:
+        s = final_stats(final)
+    except ReportError as e:
+        if not _iqm.said:
+            print(f"ablation: no IQM column: {e}", file=sys.stderr)
+            _iqm.said = True
+        return {"return_iqm": None, "return_iqm_ci": None}
+    return {"return_iqm": s["iqm"], "return_iqm_ci": s["iqm_ci"]}
+
+
+_iqm.said = False
 
 
 def _kv(items):
@@ -83,6 +100,7 @@ def run(args, on_row=None) -> list[dict]:
                     "final_returns": final.tolist(),
                     "return_mean": float(np.nanmean(final)),
                     "return_stderr": float(np.nanstd(final, ddof=1) / math.sqrt(len(final))) if len(final) > 1 else 0.0,
+                    **_iqm(final),
                     "eval_returns": None if evals is None else evals[g].tolist(),
                     "eval_mean": None if evals is None else float(evals[g].mean()),
                     "eval_stderr": None if evals is None or len(evals[g]) < 2 else float(evals[g].std(ddof=1) / math.sqrt(len(evals[g]))),
@@ -116,18 +134,26 @@ def run(args, on_row=None) -> list[dict]:
 def markdown(rows, command: str) -> str:
     extra = list(dict.fromkeys(k for r in rows for k in r.get("extra", {})))
     lines = [f"Command: `{command}`", "",
-             "| env | algo | setting | seeds | env steps | final return (mean ± s.e.) | eval return (mean ± s.e.) | "
+             "| env | algo | setting | seeds | env steps | final return (mean ± s.e.) | final return IQM [95% CI] | "
+             "eval return (mean ± s.e.) | "
              "mean abs(r−1) | max abs(r−1) | clip frac | approx-KL |" + "".join(f" {k} (mean; last ± s.e.) |" for k in extra),
-             "|---|---|---|---|---|---|---|---|---|---|---|" + "---|" * len(extra)]
+             "|---|---|---|---|---|---|---|---|---|---|---|---|" + "---|" * len(extra)]
     for r in rows:
         setting = ", ".join(f"{k}={v:g}" for k, v in r["setting"].items()) or "—"
         lines.append(f"| {r['env']} | {r['algo']} | {setting} | {r['seeds']} | {r['env_steps']:.3g} | "
-                     f"{r['return_mean']:.1f} ± {r['return_stderr']:.1f} | "
+                     f"{r['return_mean']:.1f} ± {r['return_stderr']:.1f} | {_iqm_cell(r)} | "
                      + ("—" if r.get("eval_mean") is None else f"{r['eval_mean']:.1f} ± {r['eval_stderr'] or 0:.1f}")
                      + f" | {r['ratio_dev_mean']:.4f} | "
                      f"{r['ratio_dev_max']:.3f} | {r['clip_frac']:.3f} | {r['approx_kl']:.4f} |"
                      + "".join(_extra_cell(r.get("extra", {}).get(k)) for k in extra))
     return "\n".join(lines) + "\n"
+
+
+def _iqm_cell(r) -> str:
+    if r.get("return_iqm") is None:
+        return "—"
+    ci = r.get("return_iqm_ci")
+    return f"{r['return_iqm']:.1f}" + ("" if ci is None else f" [{ci[0]:.1f}, {ci[1]:.1f}]")
 
 
 def _extra_cell(x) -> str:

@@ -1,4 +1,5 @@
-"""Command line: ``python -m prpo train ...``, ``python -m prpo eval DIR`` and ``python -m prpo list``.
+"""Command line: ``python -m prpo train ...``, ``python -m prpo eval DIR``, ``python -m prpo report DIR ...`` and
+``python -m prpo list``.
 
 Every option is validated before anything compiles; a bad one prints a single
 ``prpo: error: ...`` line naming the option and what is allowed, and exits with status 2.
@@ -29,6 +30,7 @@ examples:
   python -m prpo train ppo --out runs/cp --checkpoint-every 100   # checkpoints; Ctrl-C saves and stops
   python -m prpo train --resume runs/cp                  # continue a stopped run to its budget
   python -m prpo eval runs/cp --episodes 20 --video cp.gif
+  python -m prpo report runs/ppo runs/a2c --out reports/cp --compare runs/ppo runs/a2c   # curves, IQM/CI table
   python -m prpo list
 
 --set KEY=VALUE accepts every static option and hyperparameter (see `python -m prpo list`).
@@ -44,7 +46,8 @@ class _Parser(argparse.ArgumentParser):
         super().__init__(*args, **kw)
 
     def error(self, message):
-        self.exit(2, f"prpo: error: {message} (see `python -m prpo train --help`)\n")
+        prog = self.prog if self.prog != "python -m prpo" else "python -m prpo train"  # a subcommand's own help
+        self.exit(2, f"prpo: error: {message} (see `{prog} --help`)\n")
 
 
 def _count(flag: str):
@@ -90,7 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=_EPILOG,
     )
-    sub = parser.add_subparsers(dest="command", metavar="{train,eval,list}")
+    sub = parser.add_subparsers(dest="command", metavar="{train,eval,report,list}")
     tr = sub.add_parser(
         "train",
         allow_abbrev=False,
@@ -140,6 +143,23 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--seed", type=_int, default=0, help="seed of the evaluation episodes")
     ev.add_argument("--video", default=None, metavar="FILE", help="render one episode of the first seed to FILE (.gif or .mp4)")
     ev.add_argument("--step", type=_int, default=None, metavar="K", help="evaluate checkpoint K instead of the latest")
+    rp = sub.add_parser(
+        "report", allow_abbrev=False, help="learning curves and an IQM / confidence-interval table of finished runs",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        description="Read finished run directories (each --grid setting is its own run) and write OUT/report.png "
+        "(learning curves: mean over seeds and a 95% interval; final IQM with its interval), OUT/report.md (mean, "
+        "median and IQM of the seeds' final returns with 95% stratified-bootstrap confidence intervals, from "
+        "rliable) and OUT/report.json. Needs pip install \"prpo[report]\".",
+    )
+    rp.add_argument("dirs", nargs="+", metavar="DIR", help="run directories written by `train --out DIR`")
+    rp.add_argument("--out", required=True, metavar="OUT",
+                    help="the report directory (a report of other runs in it is refused without --overwrite)")
+    rp.add_argument("--compare", nargs=2, action="append", default=[], metavar=("A", "B"),
+                    help="also report the probability of improvement P(A > B); A, B: a run directory or a run's "
+                    "label as the table names it (repeatable)")
+    rp.add_argument("--reps", type=_int, default=2000, help="bootstrap resamples per confidence interval")
+    rp.add_argument("--seed", type=_int, default=0, help="seed of the bootstrap resamples")
+    rp.add_argument("--overwrite", action="store_true", help="replace a report of other runs in OUT")
     sub.add_parser("list", help="list algorithms, presets, environments and options", allow_abbrev=False)
     return parser
 
@@ -324,11 +344,37 @@ def main(argv=None) -> int:
     try:
         if args.command == "eval":
             return _cmd_eval(parser, args)
+        if args.command == "report":
+            return _cmd_report(parser, args)
         return _cmd_train(parser, args)
     except KeyboardInterrupt:  # a second Ctrl-C, or one while compiling: stop at once, one line
-        where = getattr(args, "out", None) or getattr(args, "resume", None)
+        where = (getattr(args, "out", None) or getattr(args, "resume", None)) if args.command == "train" else None
         saved = f"; what {where} held before stays (resume with --resume {where})" if where else ""
         parser.exit(130, f"\nprpo: interrupted{saved}\n")
+
+
+def _cmd_report(parser, args) -> int:
+    from prpo import checkpoint as ck
+    from prpo.report import make_report
+
+    try:
+        report = make_report(args.dirs, args.out, compare=args.compare, reps=args.reps, seed=args.seed,
+                             overwrite=args.overwrite)
+    except ConfigError as e:
+        parser.exit(2, f"prpo: error: {e}\n")
+    except ck.OutputError as e:
+        parser.exit(1, f"prpo: error: {e}\n")
+    for r in report["runs"]:
+        ci = r["iqm_ci"]
+        print(f"{r['label']}: {r['seeds']} seeds, final return IQM {r['iqm']:.4g}"
+              + (f" [{ci[0]:.4g}, {ci[1]:.4g}]" if ci else "") if r["iqm"] is not None else f"{r['label']}: no score")
+    for c in report["comparisons"]:
+        print(f"P({c['x']} > {c['y']}) = {c['probability_of_improvement']:.3f}"
+              + (f" [{c['ci'][0]:.3f}, {c['ci'][1]:.3f}]" if c["ci"] else ""))
+    for note in report["notes"]:
+        print(f"note: {note}")
+    print(f"wrote {os.path.join(args.out, 'report.png')}, report.md, report.json")
+    return 0
 
 
 def _cmd_train(parser, args) -> int:

@@ -1,6 +1,5 @@
 """DPPO's diffusion family: schedule, chain log-probabilities, per-step ratios, fine-tuning."""
 
-import math
 
 import jax
 import jax.numpy as jnp
@@ -11,6 +10,8 @@ from prpo import algorithms, diffusion
 from prpo.objectives import ppo_clip
 from prpo.train import make_train
 from prpo.update import Batch, make_loss, make_optimizer, sgd_epochs
+
+from _diffusion_reference import np_schedule  # noqa: E402  (tests/ is on sys.path)
 
 OBS_DIM, ACT_DIM, B, K = 3, 2, 32, 6
 
@@ -29,17 +30,6 @@ def _obs(seed=0):
     return jax.random.normal(jax.random.key(seed), (B, OBS_DIM))
 
 
-def _np_schedule(k, s=0.008):
-    """DDPM constants from the formulas (independent of prpo.diffusion.Schedule)."""
-    f = [math.cos(((i / k) + s) / (1 + s) * math.pi / 2) ** 2 for i in range(k + 1)]
-    betas = np.array([min(1 - f[i + 1] / f[i], 0.999) for i in range(k)])
-    ac = np.cumprod(1 - betas)
-    acp = np.concatenate([[1.0], ac[:-1]])
-    var = betas * (1 - acp) / (1 - ac)
-    return dict(ac=ac, c0=betas * np.sqrt(acp) / (1 - ac), ct=(1 - acp) * np.sqrt(1 - betas) / (1 - ac),
-                std=np.sqrt(np.maximum(var, 1e-20)))
-
-
 def _np_step(pol, params, obs, x, t, sch):
     """Numpy DDPM posterior mean of one step from the network's ε̂."""
     eps = np.asarray(pol.denoiser.apply(params["denoiser"] if t < pol.K1 else params["base"], obs,
@@ -49,7 +39,7 @@ def _np_step(pol, params, obs, x, t, sch):
 
 
 def test_cosine_schedule_matches_formula():
-    sch = _np_schedule(K)
+    sch = np_schedule(K)
     s = diffusion.Schedule(diffusion.cosine_beta_schedule(K))
     np.testing.assert_allclose(s.alphas_cumprod, sch["ac"], rtol=1e-10)
     np.testing.assert_allclose(s.coef_x0, sch["c0"], rtol=1e-10)
@@ -69,7 +59,7 @@ def test_chain_log_prob_equals_direct_gaussian(finetune):
     k1 = pol.K1
     chain = np.asarray(aux["chain"], np.float64)
     assert chain.shape == (B, k1 + 1, ACT_DIM) and aux["log_prob"].shape == (B, k1)
-    sch = _np_schedule(K)
+    sch = np_schedule(K)
     ref = np.zeros((B, k1))
     for i in range(k1):
         t = k1 - 1 - i
@@ -92,7 +82,7 @@ def test_unclamped_summed_chain_log_prob_is_the_joint_gaussian_density():
     params = pol.init(jax.random.key(1), obs)
     chain = jax.jit(pol.sample_chain)(params, obs, jax.random.key(4))
     total = jax.jit(pol.chain_log_prob)(params, obs, chain).sum(-1)
-    sch = _np_schedule(K)
+    sch = np_schedule(K)
     c = np.asarray(chain, np.float64)
     ref = np.zeros(B)
     for i in range(K):

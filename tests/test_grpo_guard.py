@@ -1,7 +1,6 @@
 """GRPO-Guard's per-step ratio normalisation and gradient reweighting for DPPO's diffusion family."""
 
 import importlib.util
-import math
 import os
 
 import jax
@@ -14,6 +13,8 @@ from prpo.config import ConfigError
 from prpo.objectives import ppo_clip
 from prpo.train import make_policy, make_train
 from prpo.update import SURROGATES, Batch, make_loss
+
+from _diffusion_reference import np_schedule  # noqa: E402  (tests/ is on sys.path)
 
 OBS_DIM, ACT_DIM, B, K, K1 = 3, 2, 32, 6, 4
 
@@ -34,17 +35,6 @@ def _setup(pol, seed=0):
     action, aux = pol.act(params, obs, jax.random.key(3))
     moved = jax.tree.map(lambda p: p + 0.05 * jax.random.normal(jax.random.key(8), p.shape), params)
     return obs, params, moved, action, aux
-
-
-def _np_schedule(k, s=0.008):
-    """DDPM constants from the formulas (independent of prpo.diffusion.Schedule)."""
-    f = [math.cos(((i / k) + s) / (1 + s) * math.pi / 2) ** 2 for i in range(k + 1)]
-    betas = np.array([min(1 - f[i + 1] / f[i], 0.999) for i in range(k)])
-    ac = np.cumprod(1 - betas)
-    acp = np.concatenate([[1.0], ac[:-1]])
-    var = betas * (1 - acp) / (1 - ac)
-    return dict(betas=betas, ac=ac, c0=betas * np.sqrt(acp) / (1 - ac), ct=(1 - acp) * np.sqrt(1 - betas) / (1 - ac),
-                std=np.sqrt(np.maximum(var, 1e-20)))
 
 
 def _np_mean(pol, params, obs, x, t, sch):
@@ -104,7 +94,7 @@ def test_guard_log_ratio_matches_numpy(reduce):
     lr0, _ = pol.log_ratio(params, obs, action, aux)
     np.testing.assert_array_equal(lr0, 0.0)
     lr, _ = pol.log_ratio(moved, obs, action, aux)
-    sch = _np_schedule(K)
+    sch = np_schedule(K)
     chain = np.asarray(aux["chain"], np.float64)
     red = (lambda v: v.mean(-1)) if reduce == "mean" else (lambda v: v.sum(-1))
     ref = np.zeros((B, K1))
@@ -129,7 +119,7 @@ def test_batch_modes_match_numpy(mode):
     raw = np.asarray(_policy().log_ratio(moved, obs, action, aux)[0], np.float64)
     lr, ex = pol.log_ratio(moved, obs, action, aux)
     np.testing.assert_allclose(ex["log_ratio_raw"], raw, rtol=1e-6, atol=1e-7)
-    sch = _np_schedule(K)
+    sch = np_schedule(K)
     s = np.maximum(sch["std"][K1 - 1 - np.arange(K1)], 0.05) if mode == "batch" else np.ones(K1)
     ref = s[None] * (raw - raw.mean(0, keepdims=True))
     assert np.abs(raw.mean(0)).max() > 1e-4  # a real shift removed
@@ -189,7 +179,7 @@ def test_center_gradients_hand_derived():
 def test_step_reweight_weights_and_generic_loss():
     """κ_t = β_t/(√(1−β_t)√(1−ᾱ_t)) is |∂μ/∂ε̂| (chain rule through x̂_0); w_i ∝ 1/κ_t (rescaled
     ratios) or s_i/κ_t (raw), mean 1; the generic loss with guard + reweight equals NumPy's."""
-    sch = _np_schedule(K)
+    sch = np_schedule(K)
     sched = diffusion.Schedule(diffusion.cosine_beta_schedule(K))
     ts = K1 - 1 - np.arange(K1)
     kappa = sch["betas"][ts] / (np.sqrt(1 - sch["betas"][ts]) * np.sqrt(1 - sch["ac"][ts]))
