@@ -47,7 +47,7 @@ from prpo.regularizers import clipped_value_loss, entropy_loss, value_loss
 from prpo.algorithm import Algorithm
 from prpo.train import NonFiniteLossError, TrainState, Trainer, evaluate, make_policy, make_train
 
-__version__ = "0.1.0"
+__version__ = "0.1.0"  # the one version source: pyproject.toml reads it without importing prpo
 
 __all__ = [
     "Categorical",

@@ -33,9 +33,31 @@ def _qr_operand_ranks(jaxpr):
     for eqn in jaxpr.eqns:
         if any(k in eqn.primitive.name for k in ("qr", "geqrf", "householder")):
             ranks.append(eqn.invars[0].aval.ndim)
-        for sub in jax.extend.core.jaxprs_in_params(eqn.params):
+        for sub in _sub_jaxprs(eqn.params):
             ranks += _qr_operand_ranks(sub)
     return ranks
+
+
+def _sub_jaxprs(params):
+    """The jaxprs in an equation's params (``jax.extend.core.jaxprs_in_params``, which the oldest
+    JAX the package allows lacks: there the same walk by hand)."""
+    core = jax.extend.core
+    if hasattr(core, "jaxprs_in_params"):
+        return list(core.jaxprs_in_params(params))
+    found = []
+
+    def walk(v):
+        if isinstance(v, core.ClosedJaxpr):
+            found.append(v.jaxpr)
+        elif isinstance(v, core.Jaxpr):
+            found.append(v)
+        elif isinstance(v, (tuple, list)):
+            for x in v:
+                walk(x)
+
+    for v in params.values():
+        walk(v)
+    return found
 
 
 def test_orthogonal_is_jax_orthogonal_and_never_a_batched_qr():
