@@ -28,6 +28,7 @@ hyperparameters, checks, its surrogate or loss and its engine hooks:
 ``stppo``          ST-PPO, segment-level ratios with a clipping-bias correction
 ``props``          PROPS, an adaptive behaviour policy correcting the sampling error
 ``pmoe``           PMOE, PPO with a Gaussian-mixture policy family (``policy="mixture"``)
+``vineppo``        VinePPO, critic-free MC values from rollouts branched at visited states
 =================  =======================================================================
 
 A new algorithm is one file that builds an ``Algorithm`` and calls :func:`register` (from
@@ -44,3 +45,4 @@ __all__ = ["Algorithm", "register", "get", "names"]
 from prpo.algorithms import ppo, a2c, spo, mdpo, bpo, ppo_ewma, pqn, fpo, dppo, policyflow  # noqa: E402,F401
 from prpo.algorithms import dispo, bapo, sign_weighted, dropout_ppo, vcppo, r2vpo  # noqa: E402,F401
 from prpo.algorithms import group, stppo, props, pmoe  # noqa: E402,F401
+from prpo.algorithms import vineppo  # noqa: E402,F401
