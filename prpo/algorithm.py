@@ -228,7 +228,7 @@ def env_kind(env) -> str:
         family = _as_config_error(envs_lib.env_family, env)
         if family in ("brax", "playground"):  # MuJoCo continuous control
             return "brax"
-        if env.endswith("-MinAtar"):
+        if env.endswith("-MinAtar") or family in ("craftax", "navix"):  # symbolic / grid, discrete, many envs
             return "minatar"
         spec = _as_config_error(envs_lib.env_spec, env)
     else:

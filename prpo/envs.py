@@ -38,6 +38,10 @@ MuJoCo Playground (``playground/<Name>``, e.g. ``playground/CheetahRun``; needs 
     options: ``episode_length`` (default: the env's config, 1000 for DM Control), ``auto_reset``
     and ``env_kwargs`` (dict of ``config_overrides``) as for brax. Playground's own wrappers are not
     used: the time limit, truncation and auto-reset are prpo's (the same code as brax's).
+Craftax (``craftax/<Name>``, e.g. ``craftax/Craftax-Classic-Symbolic-v1``) and NAVIX (``navix/<Name>``, e.g.
+``navix/Navix-Empty-5x5-v0``), also by their bare names; optional extras ``prpo[craftax]`` / ``prpo[navix]``
+    gymnax-API adapters in :mod:`prpo.envs_extra` (the time limit is a truncation; the libraries'
+    own auto-reset is not used), wrapped like the gymnax envs. Options: see that module.
 
 brax is an optional extra (``pip install 'prpo[brax]'``): nothing imports it until a brax env is
 built or its spec is asked for. Its names (:data:`BRAX_ENV_NAMES`, a static copy of brax's
@@ -308,7 +312,10 @@ def _playground_names() -> list[str]:
 
 def list_envs() -> dict[str, list[str]]:
     """Available environment names by backend family: gymnax's always, brax's (:data:`BRAX_ENV_NAMES`)
-    when brax is installed, MuJoCo Playground's as ``playground/<Name>`` when it is installed."""
+    when brax is installed, MuJoCo Playground's as ``playground/<Name>`` when it is installed, Craftax's
+    and NAVIX's as ``craftax/<Name>`` / ``navix/<Name>`` when installed."""
+    from prpo import envs_extra
+
     out = {"gymnax": _gymnax_names()}
     if _brax_installed():
         out["brax"] = _brax_names()
@@ -316,6 +323,9 @@ def list_envs() -> dict[str, list[str]]:
         out["playground"] = [PLAYGROUND_PREFIX + n for n in _playground_names()]
     except ValueError:
         pass
+    for family in envs_extra.FAMILIES:
+        if envs_extra.installed(family):
+            out[family] = [envs_extra.PREFIXES[family] + n for n in envs_extra.names(family)]
     return out
 
 
@@ -329,7 +339,8 @@ def _unknown_env(name: str) -> ValueError:
     extra = "" if _brax_installed() else f"; they need the optional brax extra: {BRAX_EXTRA}"
     return ValueError(
         f"Unknown environment {name!r}.{hint} Available gymnax envs: {gymnax_names}; "
-        f"available brax envs (also as 'brax/<name>'{extra}): {brax_names}."
+        f"available brax envs (also as 'brax/<name>'{extra}): {brax_names}; "
+        "and with their extras 'craftax/<Name>', 'navix/<Name>', 'playground/<Name>' (see `python -m prpo list`)."
     )
 
 
@@ -337,6 +348,11 @@ def _resolve(name: str) -> tuple[str, str]:
     """Map a user-facing name to (family, canonical name)."""
     if not isinstance(name, str):
         raise ValueError(f"env name must be a string, got {name!r}")
+    from prpo import envs_extra  # craftax/<Name>, navix/<Name>
+
+    extra = envs_extra.resolve(name)
+    if extra is not None:
+        return extra
     if name.startswith("gymnax/"):
         bare = name[len("gymnax/"):]
         if bare in _gymnax_names():
@@ -384,7 +400,10 @@ def _positive_int(option: str, value: Any) -> int:
 
 def _normalize_options(family: str, name: str, options: dict) -> tuple:
     """Validate options, fill defaults; returns a hashable sorted tuple."""
-    allowed = {"gymnax": _GYMNAX_OPTIONS, "brax": _BRAX_OPTIONS, "playground": _PLAYGROUND_OPTIONS}[family]
+    from prpo import envs_extra
+
+    allowed = {"gymnax": _GYMNAX_OPTIONS, "brax": _BRAX_OPTIONS, "playground": _PLAYGROUND_OPTIONS,
+               **envs_extra.OPTIONS}[family]
     bad = sorted(set(options) - set(allowed))
     if bad:
         hint = ""
@@ -395,7 +414,7 @@ def _normalize_options(family: str, name: str, options: dict) -> tuple:
             f"{list(allowed)}{hint}."
         )
     out: dict[str, Any] = {}
-    if family == "gymnax":
+    if family == "gymnax" or family in envs_extra.FAMILIES:
         if options.get("max_episode_steps") is not None:
             out["max_episode_steps"] = _positive_int("max_episode_steps", options["max_episode_steps"])
         for k in ("env_params", "env_kwargs"):
@@ -545,8 +564,19 @@ def _playground_spec(name: str, opts: tuple) -> EnvSpec:
     )
 
 
+def _extra_spec(family: str, name: str, opts: tuple) -> EnvSpec:
+    from prpo import envs_extra
+
+    env, params = envs_extra.load(family, name, opts)
+    return _gymnax_spec_of(env.name, env, params)
+
+
 @functools.lru_cache(maxsize=128)
 def _spec_cached(family: str, name: str, opts: tuple) -> EnvSpec:
+    from prpo import envs_extra
+
+    if family in envs_extra.FAMILIES:
+        return _extra_spec(family, name, opts)
     return {"gymnax": _gymnax_spec, "brax": _brax_spec, "playground": _playground_spec}[family](name, opts)
 
 
@@ -846,6 +876,25 @@ class PlaygroundVecEnv(BraxVecEnv):
         return _playground_env(name, o.get("env_kwargs"))[0]
 
 
+class _ExtraVecEnv(GymnaxVecEnv):
+    """A :mod:`prpo.envs_extra` adapter (a gymnax-API environment) in the gymnax wrapper."""
+
+    def __init__(self, name, num_envs, opts, spec):
+        from prpo import envs_extra
+
+        VecEnv.__init__(self, name, num_envs, opts, spec)
+        self._env, self._params = envs_extra.load(self.family, name, opts)
+        self._ident = None
+
+
+class CraftaxVecEnv(_ExtraVecEnv):
+    family = "craftax"
+
+
+class NavixVecEnv(_ExtraVecEnv):
+    family = "navix"
+
+
 # --------------------------------------------------------------------------- factory
 
 
@@ -863,7 +912,8 @@ def make_env(name: str, num_envs: int, **options) -> VecEnv:
     if family == "brax":
         _require_brax(canonical)
     spec = _spec_cached(family, canonical, opts)
-    cls = {"gymnax": GymnaxVecEnv, "brax": BraxVecEnv, "playground": PlaygroundVecEnv}[family]
+    cls = {"gymnax": GymnaxVecEnv, "brax": BraxVecEnv, "playground": PlaygroundVecEnv, "craftax": CraftaxVecEnv,
+           "navix": NavixVecEnv}[family]
     return cls(canonical, num_envs, opts, spec)
 
 
