@@ -40,7 +40,7 @@ def profile(cfg, reps):
 
     def rollout(s):
         return collect(trainer.env, trainer.policy, s.params, s.env_state, s.obs, s.key, cfg.num_steps, ident, ident,
-                       True, cfg.truncation_value, cfg.scan_unroll)[2]
+                       True, cfg.truncation_mode, cfg.scan_unroll)[2]
 
     traj = jax.jit(rollout)(state)
     flat = lambda x: x.reshape((-1,) + x.shape[2:])  # noqa: E731

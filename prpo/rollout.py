@@ -53,7 +53,7 @@ def collect_with(ctx: RolloutContext, behaviour, params, env_state, obs, key, nu
     """:func:`collect` with the settings of ``ctx.cfg`` (``num_steps`` steps, default ``cfg.num_steps``)."""
     cfg = ctx.cfg
     return collect(ctx.env, behaviour, params, env_state, obs, key, cfg.num_steps if num_steps is None else num_steps,
-                   ctx.obs_transform, ctx.action_transform, cfg.bootstrap_truncation, cfg.truncation_value,
+                   ctx.obs_transform, ctx.action_transform, cfg.bootstrap_truncation, cfg.truncation_mode,
                    cfg.scan_unroll, ctx.env_ids)
 
 

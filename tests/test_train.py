@@ -90,13 +90,17 @@ def test_rollout_bootstraps_truncated_steps_from_final_observation():
     assert not np.asarray(traj_bug.truncated).any()
 
 
-def test_bootstrap_value_is_value_of_final_observation():
+@pytest.mark.parametrize("mode", ["always", "cond"])
+def test_bootstrap_value_is_value_of_final_observation(mode):
+    """Both ways of computing V(final obs) (every step, or under a cond skipping steps with no
+    truncation: here steps 0, 1, 3, 4) give the value at truncated steps and 0 elsewhere."""
     cfg = Config(env="Pendulum-v1", num_envs=2, num_steps=6, total_timesteps=12, num_minibatches=1, episode_length=3)
     trainer = make_train(cfg)
     state = trainer.init(jax.random.key(0), cfg.hp)
     env, policy = trainer.env, trainer.policy
     keys = jax.random.split(jax.random.key(5), 6)
-    _, _, traj, _ = collect(env, policy, state.params, state.env_state, state.obs, jax.random.key(5), 6, lambda o: o, lambda a: a)
+    _, _, traj, _ = collect(env, policy, state.params, state.env_state, state.obs, jax.random.key(5), 6, lambda o: o,
+                            lambda a: a, True, mode)
     # replay by hand with the same key schedule as collect
     env_state, obs = state.env_state, state.obs
     for t in range(6):
@@ -107,6 +111,13 @@ def test_bootstrap_value_is_value_of_final_observation():
         np.testing.assert_allclose(np.asarray(traj.bootstrap_value[t]), expected, rtol=1e-6, atol=1e-6)
         obs = ts.obs
     assert np.asarray(traj.truncated).sum() == 4
+
+
+def test_truncation_value_auto_is_cond_on_cpu_and_always_on_accelerators():
+    cfg = Config(env="CartPole-v1")
+    assert cfg.truncation_value == "auto"
+    assert cfg.truncation_mode == ("cond" if jax.default_backend() == "cpu" else "always")
+    assert cfg.replace(truncation_value="always").truncation_mode == "always"
 
 
 class _NaNValueNet(nn.Module):
