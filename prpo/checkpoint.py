@@ -397,3 +397,17 @@ def check_custom(record: dict, given: dict, run_dir) -> None:
         args = ", ".join(f"{k}=..." for k in missing)
         raise CheckpointError(f"the run in {str(run_dir)!r} was trained with a custom {', '.join(missing)} from Python; "
                               f"pass the same ({args}) to resume or load it")
+
+
+def writable_dir_error(path) -> str | None:
+    """Create the folder ``path`` if needed and write a probe file there: ``None`` if that worked,
+    else the operating system's reason (a read-only or full disk, no permission)."""
+    try:
+        os.makedirs(path, exist_ok=True)
+        probe = os.path.join(path, ".prpo-write-test")
+        with open(probe, "w"):
+            pass
+        os.remove(probe)
+    except OSError as e:
+        return str(e.strerror or e)
+    return None

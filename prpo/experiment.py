@@ -655,14 +655,9 @@ def check_out_dir(out_dir, overwrite: bool = False) -> None:
             what, hint = f"a run's files ({', '.join(present)})", ""
         raise ConfigError(f"out_dir={str(out_dir)!r} already holds {what}; {hint}choose another directory, or pass "
                           "--overwrite (overwrite=True) to replace it")
-    try:
-        os.makedirs(out_dir, exist_ok=True)
-        probe = os.path.join(out_dir, ".prpo-write-test")
-        with open(probe, "w"):
-            pass
-        os.remove(probe)
-    except OSError as e:
-        raise ConfigError(f"out_dir={str(out_dir)!r} is not writable: {e.strerror or e}") from None
+    error = ck.writable_dir_error(out_dir)
+    if error:
+        raise ConfigError(f"out_dir={str(out_dir)!r} is not writable: {error}")
 
 
 def _remove_run_files(out_dir) -> None:

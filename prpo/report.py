@@ -526,14 +526,9 @@ def check_out(out_dir, run_dirs, overwrite: bool = False) -> None:
         if not same:
             raise ReportError(f"--out {out!r} already holds a report ({', '.join(present)}) of other runs; choose "
                               "another directory, or pass --overwrite (overwrite=True) to replace it")
-    try:
-        os.makedirs(out, exist_ok=True)
-        probe = os.path.join(out, ".prpo-write-test")
-        with open(probe, "w"):
-            pass
-        os.remove(probe)
-    except OSError as e:
-        raise ReportError(f"--out {out!r} is not writable: {e.strerror or e}") from None
+    error = ck.writable_dir_error(out)
+    if error:
+        raise ReportError(f"--out {out!r} is not writable: {error}")
 
 
 def make_report(run_dirs: Sequence, out_dir, compare: Sequence[Sequence[str]] = (), reps: int = DEFAULT_REPS,
