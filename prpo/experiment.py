@@ -13,6 +13,7 @@ loss can stop the run between chunks without host callbacks inside the compiled 
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import itertools
 import json
@@ -176,6 +177,22 @@ class _StopRequests:
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
         return False
+
+
+def _over_runs(f, state_over_settings: bool, single: bool, spmd: dict):
+    """``f(x, hp)`` over the settings (outer: ``hp``'s axis 0, and ``x``'s when ``state_over_settings``)
+    and the seeds (inner: ``x``'s next axis). ``single`` (one setting and one seed): the same shapes
+    in and out without vmap, the size-1 axes indexed away and put back (an unbatched program
+    compiles faster)."""
+    if not single:
+        return jax.vmap(jax.vmap(f, in_axes=(0, None), **spmd), in_axes=(0 if state_over_settings else None, 0))
+
+    def one(x, hp):
+        x = jax.tree.map(lambda a: a[0, 0] if state_over_settings else a[0], x)
+        out = f(x, jax.tree.map(lambda a: a[0], hp))
+        return jax.tree.map(lambda a: a[None, None], out)
+
+    return one
 
 
 def _chunk_plan(num_updates: int, chunks: int, eval_every: int, checkpoint_every: int | None, start: int = 0) -> list[int]:
@@ -371,9 +388,9 @@ def run_experiment(
     ``env``: train on this env object instead of ``cfg.env`` (see :func:`prpo.make_train`).
 
     ``seed_index=k``: train only seed k of the ``seeds`` batch (the k-th of its keys), e.g. to
-    rerun one seed of an ablation alone. On CPU it equals seed k of the batch bit for bit; on GPU
-    batched and unbatched kernels round differently, so it matches to rounding at first and may
-    drift over a long run (README, "Reproducing one seed").
+    rerun one seed of an ablation alone. It equals seed k of the batch to float rounding (a run of
+    one seed and one setting compiles without vmap, and batched and unbatched kernels round
+    differently), so it may drift over a long run (README, "Correctness": what "equals" means, measured).
     """
     from prpo import checkpoint as ck
     from prpo import loggers as loggers_lib
@@ -408,8 +425,8 @@ def run_experiment(
         fetch = parallel.fetch
     spmd = {"spmd_axis_name": "seeds"} if run.seed_devices > 1 else {}
 
-    over_seeds = lambda f: jax.vmap(f, in_axes=(0, None), **spmd)  # noqa: E731
-    init = jax.jit(jax.vmap(over_seeds(trainer.init), in_axes=(None, 0)))
+    single = n_set == 1 and n_seeds == 1 and not sharded
+    init = jax.jit(_over_runs(trainer.init, False, single, spmd))
     sizes = _chunk_plan(cfg.num_updates, run.chunks, cfg.eval_every, run.checkpoint_every, start)
     runners = {}
     t0 = time.perf_counter()
@@ -419,14 +436,17 @@ def run_experiment(
     history = None
     if start:  # the checkpoint, restored into this run's structure and placement before anything compiles
         state, history = run.ckpts.restore(start, state, run.ck_record, (n_set, n_seeds))
-    for n in sorted(set(sizes)):
-        run_n = lambda s, h, n=n: trainer.run(s, h, n)  # noqa: E731
-        fn = jax.jit(jax.vmap(jax.vmap(run_n, in_axes=(0, None), **spmd), in_axes=(0, 0)))
-        runners[n] = fn.lower(state, hps).compile()
-    memory.check_fits(runners[max(runners)], num_envs=cfg.num_envs, what=f"{n_seeds} seed(s) × {n_set} setting(s) of {cfg.algo}",
-                      device=trainer.mesh.devices.flat[0] if sharded else None)
-    if not sharded and not start:
-        state = init(keys, hps)
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        # a fresh one-device run compiles its init alongside the runners (XLA compiles release the GIL)
+        init_c = pool.submit(init.lower(keys, hps).compile) if not sharded and not start else None
+        for n in sorted(set(sizes)):
+            run_n = lambda s, h, n=n: trainer.run(s, h, n)  # noqa: E731
+            runners[n] = jax.jit(_over_runs(run_n, True, single, spmd)).lower(state, hps).compile()
+        memory.check_fits(runners[max(runners)], num_envs=cfg.num_envs,
+                          what=f"{n_seeds} seed(s) × {n_set} setting(s) of {cfg.algo}",
+                          device=trainer.mesh.devices.flat[0] if sharded else None)
+        if init_c is not None:
+            state = init_c.result()(keys, hps)
     jax.block_until_ready(state)
     compile_s = time.perf_counter() - t0
 
