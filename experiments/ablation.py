@@ -235,6 +235,8 @@ def main(argv=None) -> int:
                 data = json.load(f)
             commands.append(data["command"])
             for r in data["rows"]:
+                if r.get("return_iqm") is None:  # a run made where rliable was not installed
+                    r = {**r, **_iqm(np.asarray(r["final_returns"], np.float64))}
                 rows.append({**r, "algo": r["algo"] + (f" ({label})" if label else "")})
         command = " ; ".join(commands)
         save(rows)
