@@ -119,6 +119,7 @@ CLI_CASES = [
     (["train", "--distributed"], "--distributed found no cluster environment"),
     # the output directory
     (["train", "--out", ""], "out_dir must be a directory path"),
+    (["train", "--compile-cache", "/dev/null/cache"], "--compile-cache /dev/null/cache: cannot write there"),
 ]
 
 

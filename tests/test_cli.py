@@ -71,6 +71,24 @@ def test_train_writes_summary_and_metrics(tmp_path):
     assert all(8 <= r <= 500 for r in summary["final_returns"])
 
 
+def test_compile_cache_is_filled_once_and_reused(tmp_path):
+    """``--compile-cache DIR``: the first run writes its compiled programs to DIR; a second run with the
+    same settings adds none (every program is loaded from DIR) and trains the same (CPU: identical)."""
+    cache = tmp_path / "cache"
+    runs = []
+    for name in ("a", "b"):
+        cmd = [sys.executable, "-m", "prpo", "train", "--num-envs", "4", "--total-steps", "1024", "--set", "num_steps=64",
+               "--out", str(tmp_path / name), "--no-progress", "--compile-cache", str(cache)]
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env={**os.environ, "JAX_PLATFORMS": "cpu"})
+        assert proc.returncode == 0, proc.stderr
+        runs.append((sorted(os.listdir(cache)), json.loads((tmp_path / name / "summary.json").read_text())))
+    (first, a), (second, b) = runs
+    assert any(f.startswith("jit_") for f in first)  # the run's own programs, not only JAX's helpers
+    assert second == first  # nothing compiled anew
+    assert a["final_returns"] == b["final_returns"]
+    assert (tmp_path / "a" / "metrics.jsonl").read_text() == (tmp_path / "b" / "metrics.jsonl").read_text()
+
+
 def test_metrics_rows_are_the_per_update_means_over_seeds():
     """The vectorised writer against a plain loop: per update and setting, each metric's mean over
     the seeds' finite values (null when none), the per-seed returns; streamed chunks concatenate."""
