@@ -66,7 +66,8 @@ def main():
     p.add_argument("--actions", type=int, default=2)
     p.add_argument("--configs", default="64x32x4,64x16x4,64x8x4,64x32x4:stages2,64x32x4:bf16",
                    help="tile_rows x tiles_per_program x num_warps[:tuning+tuning], comma-separated; tuning: "
-                        "fwdN (forward tiles per program, default 16), bf16 (operands), stagesN")
+                        "fwdN (forward tiles per program, default 16), bf16 (bfloat16 operands: dot_dtype, as "
+                        "network_kernel=fused_bf16), stagesN")
     p.add_argument("--reps", type=int, default=20)
     args = p.parse_args()
     hidden = tuple(int(h) for h in args.hidden.split(","))
@@ -81,9 +82,9 @@ def main():
         x = jax.random.normal(k_x, (rows, args.obs))
         c = jax.random.normal(k_c, (rows, args.actions + 1))
 
-        def loss(impl, cfg=None):
+        def loss(impl, cfg=None, dot_dtype="float32"):
             kw = {} if cfg is None else dict(tile_rows=cfg[0], tiles_per_program=cfg[1], num_warps=cfg[2])
-            return lambda w, x: jnp.sum(jnp.tanh(fused.two_tower(x, w, "tanh", impl, **kw)) * c)
+            return lambda w, x: jnp.sum(jnp.tanh(fused.two_tower(x, w, "tanh", impl, dot_dtype=dot_dtype, **kw)) * c)
 
         with jax.default_matmul_precision("highest"):
             ref_out = jax.jit(lambda w, x: fused.two_tower_reference(x, w))(w, x)
@@ -97,10 +98,11 @@ def main():
         for spec in args.configs.split(","):
             sizes, _, tuning = spec.partition(":")
             cfg = tuple(int(v) for v in sizes.split("x"))
-            fused.TUNING.update(dot_dtype="float32", num_stages=1, fwd_tiles=16)
+            fused.TUNING.update(num_stages=1, fwd_tiles=16)
+            dot_dtype = "float32"  # per network: two_tower's dot_dtype (network_kernel="fused_bf16")
             for t_ in filter(None, tuning.split("+")):
                 if t_ == "bf16":
-                    fused.TUNING["dot_dtype"] = "bfloat16"
+                    dot_dtype = "bfloat16"
                 elif t_.startswith("fwd"):
                     fused.TUNING["fwd_tiles"] = int(t_[3:])
                 elif t_.startswith("stages"):
@@ -109,11 +111,11 @@ def main():
                     raise SystemExit(f"unknown tuning {t_!r} in {spec!r}")
             try:
                 out = jax.jit(lambda w, x: fused.two_tower(x, w, "tanh", impl, tile_rows=cfg[0], tiles_per_program=cfg[1],
-                                                           num_warps=cfg[2]))(w, x)
-                g = jax.jit(jax.grad(loss(impl, cfg)))(w, x)
+                                                           num_warps=cfg[2], dot_dtype=dot_dtype))(w, x)
+                g = jax.jit(jax.grad(loss(impl, cfg, dot_dtype)))(w, x)
                 e_out = rel(out, ref_out)
                 e_g = max(jax.tree.leaves(jax.tree.map(rel, g, ref_g)))
-                t = bench(jax.grad(loss(impl, cfg)), w, x, reps=args.reps)
+                t = bench(jax.grad(loss(impl, cfg, dot_dtype)), w, x, reps=args.reps)
                 ok = "" if np.isfinite(e_out) and e_g < (3e-2 if "bf16" in tuning else 3e-3) else " FAIL"
                 print(f"| {rows} | fused | {spec} | {t * 1e3:.3f} | {e_out:.2e} | {e_g:.2e}{ok} |", flush=True)
             except Exception as e:  # noqa: BLE001 -- report the configuration that does not compile

@@ -98,7 +98,9 @@ def actor_critic_policy(cfg: Config, spec: envs_lib.EnvSpec, network=None, **net
         )
         if cfg.network_kernel != "xla":  # same module and parameters, computed by prpo.fused
             try:
-                network = fused_actor_critic(network, "auto" if cfg.network_kernel == "fused" else "blockdiag")
+                impl = "blockdiag" if cfg.network_kernel == "blockdiag" else "auto"
+                dot_dtype = "bfloat16" if cfg.network_kernel == "fused_bf16" else "float32"
+                network = fused_actor_critic(network, impl, dot_dtype)
             except ValueError as e:
                 raise ConfigError(f"network_kernel={cfg.network_kernel!r}: {e}; or network_kernel='xla'") from None
     family = CategoricalPolicy if discrete else GaussianPolicy

@@ -144,7 +144,7 @@ _CHOICES = {
     "brax_reset": ("cached", "fresh"),
     "truncation_value": ("auto", "always", "cond"),
     "shuffle": ("samples", "envs", "stratified"),
-    "network_kernel": ("xla", "fused", "blockdiag"),
+    "network_kernel": ("xla", "fused", "blockdiag", "fused_bf16"),
 }
 
 
@@ -173,7 +173,9 @@ class Config:
     activation: str = "tanh"
     shared_trunk: bool = False
     auto_entropy: bool = False  # learn the entropy coefficient toward hp.target_entropy (starts at hp.ent_coef)
-    network_kernel: str = "xla"  # actor-critic MLP: XLA ops, "fused" (one Pallas kernel per pass, GPU) or "blockdiag" (prpo.fused)
+    # actor-critic MLP (prpo.fused): XLA ops, "fused" (one Pallas kernel per pass, GPU), "fused_bf16" (the same with
+    # bfloat16 matmul operands, float32 accumulation: faster on GPU, other numerics) or "blockdiag"
+    network_kernel: str = "xla"
     distribution: str = "auto"  # auto: categorical for Discrete, gaussian for Box
     log_std_init: float = 0.0
     objective: str = "clip"  # the surrogate: a name in prpo.registry.SURROGATES

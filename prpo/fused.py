@@ -22,9 +22,20 @@ against), ``"pallas"`` (the kernel, compiled through Pallas' Triton lowering on 
 to powers of two ≥ 16 (the matrix units' tile), which changes no output: padded units see zero
 weights, and tanh(0) = relu(0) = 0.
 
+Numerics (``dot_dtype``, one of :data:`DOT_DTYPES`): ``"float32"`` (the default) computes in
+float32 throughout. ``"bfloat16"`` rounds the operands of every matrix product, forward and
+backward, to bfloat16 and accumulates in float32; biases, activations, their derivatives,
+sums and all outputs and gradients stay float32. The kernel and the reference implement the
+same class (the reference's products carry a VJP with the kernel's backward products: the
+cotangent and the other operand rounded to bfloat16), so they agree up to accumulation order.
+Against float32, outputs differ by a few 1e-3 relative, gradients by up to a few 1e-2 (ReLU
+units near the kink switch). On GPU the bfloat16 kernel is the fast one; as a config option it
+is ``network_kernel="fused_bf16"`` (``benchmarks/results/fused-kernel-h200.md``).
+
 :class:`FusedActorCritic` is a drop-in network for the default actor-critic
 (:class:`prpo.networks.ActorCritic`, separate trunks, tanh or relu, no layer norm): same
-parameters (checkpoints and ``init`` are the module's), forward through :func:`two_tower`.
+parameters (checkpoints and ``init`` are the module's), forward through :func:`two_tower`, with
+its own ``dot_dtype``.
 """
 
 from __future__ import annotations
@@ -38,11 +49,13 @@ import jax
 import jax.numpy as jnp
 from jax.experimental import pallas as pl
 
-__all__ = ["ACTIVATIONS", "IMPLS", "two_tower", "two_tower_reference", "FusedActorCritic", "fused_actor_critic"]
+__all__ = ["ACTIVATIONS", "IMPLS", "DOT_DTYPES", "two_tower", "two_tower_reference", "FusedActorCritic", "fused_actor_critic"]
 
 #: activations the kernel has (derivative from the output y: tanh' = 1 − y², relu' = [y > 0])
 ACTIVATIONS = ("tanh", "relu")
 IMPLS = ("auto", "pallas", "interpret", "reference", "blockdiag")
+#: operand dtypes of the matrix products (accumulation is float32 in every case)
+DOT_DTYPES = ("float32", "bfloat16")
 
 _ACT = {"tanh": jnp.tanh, "relu": lambda z: jnp.maximum(z, 0.0)}
 _DACT = {"tanh": lambda y: 1.0 - y * y, "relu": lambda y: (y > 0.0).astype(y.dtype)}
@@ -60,26 +73,67 @@ def _dot_nt(a, b):  # a bᵀ
     return jax.lax.dot_general(a, b, (((1,), (1,)), ((), ())), preferred_element_type=jnp.float32)
 
 
-def two_tower_reference(x, weights, activation: str = "tanh"):
-    """The function :func:`two_tower` computes, in plain ``jnp`` (shapes in the module doc)."""
+def _dot_dtype(dot_dtype) -> str:
+    """``dot_dtype`` as its name in :data:`DOT_DTYPES` (a dtype object is accepted), else ``ValueError``."""
+    try:
+        name = jnp.dtype(dot_dtype).name
+    except TypeError:
+        name = None
+    if name not in DOT_DTYPES:
+        raise ValueError(f"dot_dtype={dot_dtype!r} is not known; allowed: {', '.join(DOT_DTYPES)}")
+    return name
+
+
+@functools.lru_cache(maxsize=None)
+def _mixed_dot(dot_dtype: str):
+    """``a @ b`` with ``dot_dtype`` operands and float32 accumulation, and a VJP of the same class:
+    ``∂a = ḡ b̄ᵀ``, ``∂b = āᵀ ḡ`` with the cotangent ``g`` and the operands rounded to
+    ``dot_dtype`` (bars), accumulated and returned in float32 — the backward kernel's products.
+    (Plain autodiff through the casts would keep ``g`` in float32 and round ``∂a`` to bfloat16:
+    another rounding than the kernel's.)"""
+    if dot_dtype == "float32":
+        return _dot
+    dt = jnp.dtype(dot_dtype)
+
+    @jax.custom_vjp
+    def dot(a, b):
+        return _dot(a.astype(dt), b.astype(dt))
+
+    def dot_fwd(a, b):
+        return dot(a, b), (a, b)
+
+    def dot_bwd(res, g):
+        a, b = res
+        g = g.astype(dt)
+        return _dot_nt(g, b.astype(dt)).astype(a.dtype), _dot_tn(a.astype(dt), g).astype(b.dtype)
+
+    dot.defvjp(dot_fwd, dot_bwd)
+    return dot
+
+
+def two_tower_reference(x, weights, activation: str = "tanh", dot_dtype: str = "float32"):
+    """The function :func:`two_tower` computes, in plain ``jnp`` (shapes in the module doc), with
+    ``dot_dtype`` operands in its matrix products (numerics in the module doc)."""
     act = _ACT[activation]
+    dot = _mixed_dot(_dot_dtype(dot_dtype))
 
     def tower(layers):
         h = x
         for w, b in layers:
-            h = act(_dot(h, w) + b)
+            h = act(dot(h, w) + b)
         return h
 
     (wa, ba), (wc, bc) = weights["actor_head"], weights["critic_head"]
-    return jnp.concatenate([_dot(tower(weights["actor"]), wa) + ba, _dot(tower(weights["critic"]), wc) + bc], axis=-1)
+    return jnp.concatenate([dot(tower(weights["actor"]), wa) + ba, dot(tower(weights["critic"]), wc) + bc], axis=-1)
 
 
-def two_tower_blockdiag(x, weights, activation: str = "tanh"):
+def two_tower_blockdiag(x, weights, activation: str = "tanh", dot_dtype: str = "float32"):
     """The same function as one MLP of both towers side by side (plain ``jnp``): the first layers
     concatenated, the deeper ones and the heads block-diagonal. Half the matrix products of
     :func:`two_tower_reference`, each twice as wide (the zero blocks cost arithmetic, not
-    launches); needs towers of equal depth."""
+    launches); needs towers of equal depth. ``dot_dtype``: as in :func:`two_tower_reference`."""
     act = _ACT[activation]
+    dot = _mixed_dot(_dot_dtype(dot_dtype))
     if len(weights["actor"]) != len(weights["critic"]):
         raise ValueError("impl='blockdiag' needs actor and critic towers of the same depth")
 
@@ -90,35 +144,42 @@ def two_tower_blockdiag(x, weights, activation: str = "tanh"):
     h = x
     for k, ((wa, ba), (wc, bc)) in enumerate(zip(weights["actor"], weights["critic"])):
         w = jnp.concatenate([wa, wc], axis=1) if k == 0 else blockdiag(wa, wc)
-        h = act(_dot(h, w) + jnp.concatenate([ba, bc]))
+        h = act(dot(h, w) + jnp.concatenate([ba, bc]))
     (wa, ba), (wc, bc) = weights["actor_head"], weights["critic_head"]
-    return _dot(h, blockdiag(wa, wc)) + jnp.concatenate([ba, bc])
+    return dot(h, blockdiag(wa, wc)) + jnp.concatenate([ba, bc])
 
 
 def two_tower(x, weights, activation: str = "tanh", impl: str = "auto", tile_rows: int = 64,
-              tiles_per_program: int = 32, num_warps: int = 4):
+              tiles_per_program: int = 32, num_warps: int = 4, dot_dtype: str = "float32"):
     """Two MLP towers on ``x`` and a linear head on each, concatenated: ``[B, A + V]``.
 
     ``impl``: see the module doc. ``tile_rows`` (a power of two ≥ 16): rows per kernel tile;
     ``tiles_per_program``: tiles one backward program accumulates before writing its partial
-    gradients (fewer partials to sum, more work per program); ``num_warps``: per program (GPU). Differentiable in ``x`` and in
+    gradients (fewer partials to sum, more work per program); ``num_warps``: per program (GPU).
+    ``dot_dtype``: the matrix products' operand dtype, ``"float32"`` or ``"bfloat16"`` (float32
+    accumulation either way; module doc), for every implementation. Differentiable in ``x`` and in
     every weight; the backward kernel skips ``∂/∂x`` where ``x`` is not differentiated.
     """
     if activation not in ACTIVATIONS:
         raise ValueError(f"activation={activation!r} has no fused kernel; allowed: {', '.join(ACTIVATIONS)}")
     if impl not in IMPLS:
         raise ValueError(f"impl={impl!r} is not known; allowed: {', '.join(IMPLS)}")
+    dot_dtype = _dot_dtype(dot_dtype)
     if impl == "auto":
         impl = "pallas" if jax.default_backend() == "gpu" else "reference"
     if impl == "reference":
-        return two_tower_reference(x, weights, activation)
+        return two_tower_reference(x, weights, activation, dot_dtype)
     if impl == "blockdiag":
-        return two_tower_blockdiag(x, weights, activation)
+        return two_tower_blockdiag(x, weights, activation, dot_dtype)
     if tile_rows < 16 or tile_rows & (tile_rows - 1):
         raise ValueError(f"tile_rows={tile_rows} must be a power of two >= 16")
     if tiles_per_program < 1:
         raise ValueError(f"tiles_per_program={tiles_per_program} must be >= 1")
-    fn = _custom(activation, impl == "interpret", tile_rows, tiles_per_program, num_warps, tuple(sorted(TUNING.items())))
+    if set(TUNING) != {"num_stages", "fwd_tiles"}:
+        raise ValueError(f"TUNING has keys {sorted(TUNING)}; allowed: fwd_tiles, num_stages (the operand dtype is "
+                         "two_tower's dot_dtype)")
+    fn = _custom(activation, impl == "interpret", tile_rows, tiles_per_program, num_warps, dot_dtype,
+                 tuple(sorted(TUNING.items())))
     return fn(x.astype(jnp.float32), weights)
 
 
@@ -242,10 +303,9 @@ def _bwd_kernel(x_ref, g_ref, *refs, n_a, n_c, act, tile, n_tiles, with_dx, dt):
         r[...] = a
 
 
-#: experimental kernel settings (benchmarks/fused_kernel.py sweeps them): the matrix products'
-#: operand dtype ("bfloat16" is not the default: its learning parity is not tested yet), Triton
-#: pipeline stages, forward-kernel tiles per program
-TUNING = {"dot_dtype": "float32", "num_stages": 1, "fwd_tiles": 16}
+#: experimental kernel settings (benchmarks/fused_kernel.py sweeps them): Triton pipeline
+#: stages, forward-kernel tiles per program. (The operand dtype is per network: ``dot_dtype``.)
+TUNING = {"num_stages": 1, "fwd_tiles": 16}
 
 
 def _compiler_params(interpret: bool, num_warps: int, num_stages: int):
@@ -261,10 +321,11 @@ def _full(shape):
 
 
 @functools.lru_cache(maxsize=None)
-def _custom(activation: str, interpret: bool, tile: int, per_program: int, num_warps: int, tuning: tuple):
+def _custom(activation: str, interpret: bool, tile: int, per_program: int, num_warps: int, dot_dtype: str,
+            tuning: tuple):
     """The ``custom_vjp`` two-tower function for one static configuration."""
     tuning = dict(tuning)
-    dt = jnp.dtype(tuning["dot_dtype"])
+    dt = jnp.dtype(dot_dtype)
     fwd_tiles = tuning["fwd_tiles"]
     params = _compiler_params(interpret, num_warps, tuning["num_stages"])
 
@@ -343,13 +404,15 @@ def _custom(activation: str, interpret: bool, tile: int, per_program: int, num_w
 @dataclasses.dataclass(frozen=True)
 class FusedActorCritic:
     """The default actor-critic network (``module``, a :class:`prpo.networks.ActorCritic`) with its
-    forward and backward passes through :func:`two_tower`. Same ``init`` and parameters."""
+    forward and backward passes through :func:`two_tower`. Same ``init`` and parameters;
+    ``dot_dtype`` (``"float32"`` or ``"bfloat16"``): the matrix products' operands."""
 
     module: Any
     impl: str = "auto"
     tile_rows: int = 64
     tiles_per_program: int = 32
     num_warps: int = 4
+    dot_dtype: str = "float32"
 
     def init(self, key, obs):
         return self.module.init(key, obs)
@@ -368,7 +431,8 @@ class FusedActorCritic:
             "critic_head": (jnp.concatenate([h["kernel"] for h in critic_head], axis=1),
                             jnp.concatenate([h["bias"] for h in critic_head])),
         }
-        out = two_tower(x, weights, m.activation, self.impl, self.tile_rows, self.tiles_per_program, self.num_warps)
+        out = two_tower(x, weights, m.activation, self.impl, self.tile_rows, self.tiles_per_program, self.num_warps,
+                        self.dot_dtype)
         head = out[:, : m.action_dim].reshape(batch_shape + (m.action_dim,))
         value = out[:, m.action_dim].reshape(batch_shape)
         if m.discrete:
@@ -380,9 +444,10 @@ class FusedActorCritic:
         return pi, value
 
 
-def fused_actor_critic(module, impl: str = "auto", **kw) -> FusedActorCritic:
-    """:class:`FusedActorCritic` over ``module``, refused (``ValueError`` naming the field) for a
-    network the kernel does not compute: a shared trunk, layer norm, or another activation."""
+def fused_actor_critic(module, impl: str = "auto", dot_dtype: str = "float32", **kw) -> FusedActorCritic:
+    """:class:`FusedActorCritic` over ``module`` with ``dot_dtype`` operands, refused (``ValueError``
+    naming the field) for a network the kernel does not compute: a shared trunk, layer norm, or
+    another activation; or for an unknown ``impl`` or ``dot_dtype``."""
     if getattr(module, "shared_trunk", False):
         raise ValueError("it computes separate actor and critic trunks, allowed: shared_trunk=false")
     if getattr(module, "layer_norm", False):
@@ -391,4 +456,4 @@ def fused_actor_critic(module, impl: str = "auto", **kw) -> FusedActorCritic:
         raise ValueError(f"activation={module.activation!r} has no kernel, allowed activations: {', '.join(ACTIVATIONS)}")
     if impl not in IMPLS:
         raise ValueError(f"impl={impl!r} is not known; allowed: {', '.join(IMPLS)}")
-    return FusedActorCritic(module, impl, **kw)
+    return FusedActorCritic(module, impl, dot_dtype=_dot_dtype(dot_dtype), **kw)

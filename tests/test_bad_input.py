@@ -65,6 +65,8 @@ CLI_CASES = [
     (["train", "--set", "unroll=0"], "unroll must be a positive integer"),
     (["train", "--set", "eval_every=-1"], "eval_every must be an integer >= 0"),
     (["train", "--set", "shuffle=random"], "shuffle='random' is not allowed; allowed values: 'samples'"),
+    (["train", "--set", "network_kernel=fused_bf32"],
+     "network_kernel='fused_bf32' is not allowed; allowed values: 'xla', 'fused', 'blockdiag', 'fused_bf16'"),
     (["train", "--set", "objective=trpo"], "objective='trpo' is not allowed; allowed values: 'clip', 'dual_clip', 'pg'"),
     (["train", "--set", "num_minibatches=3"], "not divisible by num_minibatches=3"),
     (["train", "--num-envs", "3", "--set", "num_steps=5"], "not divisible by num_minibatches=4"),
