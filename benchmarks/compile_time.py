@@ -41,7 +41,6 @@ import datetime
 import json
 import os
 import re
-import subprocess
 import sys
 import time
 
@@ -187,32 +186,11 @@ def measure_case(name: str, args) -> dict:
 
 def measure_anchor(name: str, args) -> dict:
     """One repeat of PureJaxRL's ``ppo.py`` make_train, lower and compile on case ``name``'s settings."""
-    import types
-
-    import jax
-
     _no_persistent_cache()
-    cfg, seeds, _ = throughput.case_config(name, args)
-    sys.modules.setdefault("navix", types.ModuleType("navix"))  # imported by its wrappers, unused for CartPole
-    sys.modules.setdefault("distrax", throughput._distrax_categorical())
-    sys.path.insert(0, os.path.abspath(args.purejaxrl))
-    site = os.path.join(os.path.abspath(args.purejaxrl), "site")
-    if os.path.isdir(site):  # its own gymnax 0.0.9
-        sys.path.insert(0, site)
-    for mod in [m for m in sys.modules if m == "gymnax" or m.startswith("gymnax.")]:
-        del sys.modules[mod]
-    import ppo  # PureJaxRL's script
-
+    make_train, config, seeds, _ = throughput.purejaxrl_train(name, args)
     _warm_up()
-    hp = cfg.hp
-    config = {"LR": hp.lr, "NUM_ENVS": cfg.num_envs, "NUM_STEPS": cfg.num_steps, "TOTAL_TIMESTEPS": cfg.total_timesteps,
-              "UPDATE_EPOCHS": cfg.update_epochs, "NUM_MINIBATCHES": cfg.num_minibatches, "GAMMA": hp.gamma,
-              "GAE_LAMBDA": hp.gae_lambda, "CLIP_EPS": hp.clip_eps, "ENT_COEF": hp.ent_coef, "VF_COEF": hp.vf_coef,
-              "MAX_GRAD_NORM": hp.max_grad_norm, "ACTIVATION": cfg.activation, "ENV_NAME": cfg.env,
-              "ANNEAL_LR": cfg.anneal_lr, "DEBUG": False}
-    train, make_s, _ = _timed(lambda: ppo.make_train(config))
-    fn, keys = (train, jax.random.key(0)) if seeds == 1 else (jax.vmap(train), jax.random.split(jax.random.key(0), seeds))
-    keys = jax.random.key_data(keys)  # PureJaxRL splits raw uint32 keys
+    train, make_s, _ = _timed(lambda: make_train(config))
+    fn, keys = throughput.purejaxrl_batched(train, seeds)
     r = {"case": name, "make_train_s": make_s}
     lowered, compiled = _lower_compile(r, "train", fn, keys)
     r["hlo"] = hlo_stats(lowered, compiled)
@@ -233,16 +211,7 @@ def run_repeat(name, args, anchor=False) -> dict:
     """One repeat in a fresh process (or in this one with ``--in-process``)."""
     if args.in_process:
         return measure_anchor(name, args) if anchor else measure_case(name, args)
-    try:
-        proc = subprocess.run(_worker_cmd(name, args, anchor), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              text=True, timeout=args.timeout)
-    except subprocess.TimeoutExpired:
-        return {"case": name, "error": f"timed out after {args.timeout:g} s"}
-    for line in reversed(proc.stdout.splitlines()):
-        if line.startswith("RESULT "):
-            return json.loads(line[len("RESULT "):])
-    tail = (proc.stderr.strip().splitlines() or ["(no output)"])[-1]
-    return {"case": name, "error": f"exit {proc.returncode}: {tail}"}
+    return throughput.run_worker(_worker_cmd(name, args, anchor), args.timeout, {"case": name})
 
 
 def combine(repeats: list[dict]) -> dict:

@@ -180,13 +180,11 @@ def _distrax_categorical():
     return module
 
 
-def run_anchor(name: str, args) -> dict:
-    """Compile and time PureJaxRL's ``ppo.py`` (from ``args.purejaxrl``, a folder holding it and its
-    ``wrappers.py``; nothing of it is part of prpo) on case ``name``'s settings, as :func:`run_case`."""
+def purejaxrl_train(name: str, args):
+    """PureJaxRL's ``ppo.py`` (from ``args.purejaxrl``, a folder holding it and its ``wrappers.py``;
+    nothing of it is part of prpo) set up for case ``name``: ``(make_train, its config, seeds, cfg)``.
+    Its gymnax (``DIR/site``: 0.0.9, whose API it is written for) replaces prpo's in this process."""
     import types
-
-    import jax
-    import numpy as np
 
     cfg, seeds, _ = case_config(name, args)
     sys.modules.setdefault("navix", types.ModuleType("navix"))  # imported by its wrappers, unused for CartPole
@@ -205,9 +203,24 @@ def run_anchor(name: str, args) -> dict:
               "GAE_LAMBDA": hp.gae_lambda, "CLIP_EPS": hp.clip_eps, "ENT_COEF": hp.ent_coef, "VF_COEF": hp.vf_coef,
               "MAX_GRAD_NORM": hp.max_grad_norm, "ACTIVATION": cfg.activation, "ENV_NAME": cfg.env,
               "ANNEAL_LR": cfg.anneal_lr, "DEBUG": False}
-    train = ppo.make_train(config)
+    return ppo.make_train, config, seeds, cfg
+
+
+def purejaxrl_batched(train, seeds: int):
+    """PureJaxRL's ``train`` over ``seeds`` (vmapped when > 1) and its raw uint32 keys (it splits those)."""
+    import jax
+
     fn, keys = (train, jax.random.key(0)) if seeds == 1 else (jax.vmap(train), jax.random.split(jax.random.key(0), seeds))
-    keys = jax.random.key_data(keys)  # PureJaxRL splits raw uint32 keys
+    return fn, jax.random.key_data(keys)
+
+
+def run_anchor(name: str, args) -> dict:
+    """Compile and time PureJaxRL's ``ppo.py`` on case ``name``'s settings, as :func:`run_case`."""
+    import jax
+    import numpy as np
+
+    make_train, config, seeds, cfg = purejaxrl_train(name, args)
+    fn, keys = purejaxrl_batched(make_train(config), seeds)
     t0 = time.perf_counter()
     compiled = jax.jit(fn).lower(keys).compile()
     compile_s = time.perf_counter() - t0
@@ -243,15 +256,20 @@ def run_isolated(name: str, args, anchor: bool = False) -> dict:
     cmd = [sys.executable, os.path.abspath(__file__), *worker,
            "--brax-backend", args.brax_backend, "--brax-steps", str(args.brax_steps)] + (["--quick"] if args.quick else [])
     cmd += [f"--set={kv}" for kv in args.set]
+    return run_worker(cmd, args.timeout, {"case": name, "setting": CASES[name][3]})
+
+
+def run_worker(cmd, timeout: float, ident: dict) -> dict:
+    """Run a worker command; its last ``RESULT {json}`` line, or ``ident`` with an ``error``."""
     try:
-        proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=args.timeout)
+        proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:  # the child is killed; seen once on CPU: an XLA thread-pool hang
-        return {"case": name, "setting": CASES[name][3], "error": f"timed out after {args.timeout:g} s"}
+        return {**ident, "error": f"timed out after {timeout:g} s"}
     for line in reversed(proc.stdout.splitlines()):
         if line.startswith("RESULT "):
             return json.loads(line[len("RESULT "):])
     tail = (proc.stderr.strip().splitlines() or ["(no output)"])[-1]
-    return {"case": name, "setting": CASES[name][3], "error": f"exit {proc.returncode}: {tail}"}
+    return {**ident, "error": f"exit {proc.returncode}: {tail}"}
 
 
 def _num(x, fmt):

@@ -1,7 +1,5 @@
 """GRPO-Guard's per-step ratio normalisation and gradient reweighting for DPPO's diffusion family."""
 
-import importlib.util
-import os
 
 import jax
 import jax.numpy as jnp
@@ -15,6 +13,7 @@ from prpo.train import make_policy, make_train
 from prpo.update import SURROGATES, Batch, make_loss
 
 from _diffusion_reference import np_schedule  # noqa: E402  (tests/ is on sys.path)
+from _experiments import load_experiment  # noqa: E402
 
 OBS_DIM, ACT_DIM, B, K, K1 = 3, 2, 32, 6, 4
 
@@ -224,11 +223,7 @@ def test_bad_values_refused_before_compile():
 
 
 def _experiment():
-    path = os.path.join(os.path.dirname(__file__), os.pardir, "experiments", "dppo_step_ratios.py")
-    spec = importlib.util.spec_from_file_location("dppo_step_ratios", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_experiment("dppo_step_ratios")
 
 
 def test_measuring_surrogate_matches_numpy():

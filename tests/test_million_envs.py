@@ -1,19 +1,15 @@
 """experiments/million_envs.py: the curve statistics against hand-computed values, and the table."""
 
-import importlib.util
 import json
-import os
 
 import numpy as np
 import pytest
 
+from _experiments import load_experiment  # tests/ is on sys.path
+
 
 def _mod():
-    path = os.path.join(os.path.dirname(__file__), os.pardir, "experiments", "million_envs.py")
-    spec = importlib.util.spec_from_file_location("million_envs", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_experiment("million_envs")
 
 
 def test_first_reach_skips_unevaluated_updates():

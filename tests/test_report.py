@@ -2,7 +2,6 @@
 against rliable called directly, and reports made from run directories written by prpo's own
 writers (``metric_rows``, ``write_summary``, ``write_json``) in the run-directory format."""
 
-import importlib.util
 import json
 import math
 import pathlib
@@ -15,6 +14,8 @@ from prpo import checkpoint as ck
 from prpo import cli
 from prpo.experiment import metric_rows, write_summary
 from prpo.report import ReportError, curve_stats, final_stats, improvement, load_runs, make_report
+
+from _experiments import load_experiment  # tests/ is on sys.path
 
 REPS = 500  # enough for these checks, quick
 
@@ -308,10 +309,7 @@ def test_missing_rliable_is_one_line(runs, tmp_path, capsys, monkeypatch):
 
 
 def test_ablation_table_has_the_iqm_column():
-    path = pathlib.Path(__file__).resolve().parents[1] / "experiments" / "ablation.py"
-    spec = importlib.util.spec_from_file_location("ablation_under_test", path)
-    ablation = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(ablation)
+    ablation = load_experiment("ablation")
     final = np.array([5.0, 1.0, 9.0, 3.0, 7.0, 100.0])
     iqm = ablation._iqm(final)
     assert iqm["return_iqm"] == pytest.approx(iqm_numpy(final)) == pytest.approx((3 + 5 + 7 + 9) / 4)
