@@ -192,7 +192,12 @@ def plot(rows, path: str) -> None:
 
 
 def _ints(s: str):
-    return [int(float(x)) for x in s.split(",")]
+    """Comma-separated integers (``1e6`` allowed); a fraction, nan or inf is refused (``ValueError``)."""
+    values = [float(x) for x in s.split(",")]
+    bad = [x for x in values if not x.is_integer()]
+    if bad:
+        raise ValueError(f"not integers: {bad}")
+    return [int(x) for x in values]
 
 
 def main(argv=None) -> int:
@@ -224,7 +229,15 @@ def main(argv=None) -> int:
     if args.quick:
         args.envs, args.updates, args.eval_every = "8,32", "6,3", "2,1"
         args.num_steps, args.minibatch, args.eval_envs, args.seeds = 16, 32, 8, 2
-    envs, updates, every = _ints(args.envs), _ints(args.updates), _ints(args.eval_every)
+    try:
+        envs, updates, every = _ints(args.envs), _ints(args.updates), _ints(args.eval_every)
+    except ValueError as e:
+        p.error(f"--envs, --updates and --eval-every take comma-separated integers: {e}")
+    for flag, values in (("--envs", envs), ("--updates", updates), ("--eval-every", every),
+                         ("--num-steps", [args.num_steps]), ("--minibatch", [args.minibatch]),
+                         ("--eval-envs", [args.eval_envs]), ("--seeds", [args.seeds])):
+        if any(v < 1 for v in values):
+            p.error(f"{flag} must be positive integers, got {values}")
     if not (len(envs) == len(updates) == len(every)):
         p.error("--envs, --updates and --eval-every need the same number of entries")
     for n, u, e in zip(envs, updates, every):

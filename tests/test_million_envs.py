@@ -58,3 +58,18 @@ def test_rebuild_and_no_overwrite(tmp_path, capsys):
     with pytest.raises(SystemExit):
         m.main(["--out", str(tmp_path)])
     assert "nothing is overwritten" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["--eval-every", "0,2,1"], "--eval-every must be positive integers"),
+    (["--envs", "2048.5,65536,1048576"], "not integers: [2048.5]"),
+    (["--updates", "300,nan,12"], "not integers"),
+    (["--envs", "2048,65536"], "the same number of entries"),
+    (["--updates", "300,61,12", "--eval-every", "10,2,1"], "--updates 61 must be a multiple of --eval-every 2"),
+    (["--minibatch", "100"], "--minibatch 100 must divide"),
+])
+def test_bad_arguments_refused_in_one_line(argv, needle, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exc:
+        _mod().main(argv + ["--out", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and needle in err and "Traceback" not in err, err
