@@ -283,6 +283,14 @@ def make_train(
         if not every or num_updates_to_run < every:
             return scan_updates(state, num_updates_to_run)
         blocks, rest = divmod(num_updates_to_run, every)
+        if rest:  # one scan, the evaluation under a cond: the update is compiled once, not twice
+            def step(s, i):
+                s, m = update(s, hp)
+                s = jax.lax.cond((i + 1) % every == 0, evaluate_in_loop, lambda x: x, s)
+                m["eval_return"] = s.eval_return
+                return s, m
+
+            return jax.lax.scan(step, state, jnp.arange(num_updates_to_run))
 
         def block(s, _):
             s, m = scan_updates(s, every)
@@ -291,11 +299,7 @@ def make_train(
             return s, m
 
         state, metrics = jax.lax.scan(block, state, None, length=blocks)
-        metrics = jax.tree.map(lambda x: x.reshape((blocks * every,) + x.shape[2:]), metrics)
-        if rest:
-            state, tail = scan_updates(state, rest)
-            metrics = jax.tree.map(lambda a, b: jnp.concatenate([a, b]), metrics, tail)
-        return state, metrics
+        return state, jax.tree.map(lambda x: x.reshape((blocks * every,) + x.shape[2:]), metrics)
 
     def train(key, hp: Hyperparams):
         return run(init(key, hp), hp, num_updates)

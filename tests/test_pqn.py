@@ -236,3 +236,27 @@ def test_pqn_solves_cartpole_greedy():
         for s in range(4)
     ]
     assert np.mean(scores) >= 475, scores
+
+
+def test_run_with_leftover_updates_matches_blocks_then_rest():
+    """``Trainer.run`` over a count that is not a multiple of ``eval_every`` scans once (the
+    evaluation under a ``lax.cond``, one copy of the update) instead of E-blocks then the rest:
+    it must give what the block path followed by a plain scan of the rest gives."""
+    cfg = algorithms.get("pqn").config("CartPole-v1", num_envs=4, num_steps=8, num_minibatches=2, update_epochs=1,
+                                        total_timesteps=4 * 8 * 5, eval_every=2, eval_envs=2, actor_hidden=(8,))
+    trainer = make_train(cfg)
+    state = jax.jit(trainer.init)(jax.random.key(3), cfg.hp)
+    run = jax.jit(trainer.run, static_argnums=2)
+    one_state, one = run(state, cfg.hp, 5)  # one scan: evaluations after updates 2 and 4
+    mid, head = run(state, cfg.hp, 4)  # two blocks of (2 updates + evaluation)
+    two_state, tail = run(mid, cfg.hp, 1)  # fewer than eval_every: a plain scan, no evaluation
+    two = jax.tree.map(lambda a, b: np.concatenate([a, b]), head, tail)
+    assert sorted(one) == sorted(two)
+    for k in one:
+        np.testing.assert_allclose(np.asarray(one[k]), np.asarray(two[k]), rtol=1e-5, atol=1e-6, err_msg=k)
+    ev = np.asarray(one["eval_return"])
+    assert np.isnan(ev[0]) and np.isfinite(ev[1]) and ev[2] == ev[1] and np.isfinite(ev[3]) and ev[4] == ev[3]
+    for a, b in zip(jax.tree.leaves(one_state), jax.tree.leaves(two_state)):
+        if jnp.issubdtype(a.dtype, jax.dtypes.prng_key):
+            a, b = jax.random.key_data(a), jax.random.key_data(b)
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6)
