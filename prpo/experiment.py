@@ -199,7 +199,8 @@ def _chunk_plan(num_updates: int, chunks: int, eval_every: int, checkpoint_every
     """Chunk sizes from update ``start`` to ``num_updates``: equal chunks of a size S chosen for
     progress output (``chunks`` per run), a multiple of ``eval_every`` (evaluations fall every
     ``eval_every`` updates) dividing ``checkpoint_every`` (checkpoints fall on chunk ends), then
-    the rest. A run resumed at a chunk end continues with exactly the chunks it would have run."""
+    the rest (a single chunk and its rest are one chunk: one compile). A run resumed at a chunk end
+    continues with exactly the chunks it would have run."""
     unit = eval_every or 1
     blocks = num_updates // unit
     size = (_chunking(blocks, chunks)[0] * unit) if blocks else num_updates
@@ -215,6 +216,8 @@ def _chunk_plan(num_updates: int, chunks: int, eval_every: int, checkpoint_every
         sizes.append(first)
         pos += first
     full = (num_updates - pos) // size
+    if full == 1 and not sizes and not checkpoint_every and pos < num_updates:
+        return [num_updates - pos]  # one chunk and a rest: one runner (Trainer.run scans both), not two
     sizes += [size] * full
     pos += full * size
     if pos < num_updates:

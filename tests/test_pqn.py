@@ -260,3 +260,18 @@ def test_run_with_leftover_updates_matches_blocks_then_rest():
         if jnp.issubdtype(a.dtype, jax.dtypes.prng_key):
             a, b = jax.random.key_data(a), jax.random.key_data(b)
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6)
+
+
+def test_chunk_plan_folds_a_single_chunks_rest_into_it():
+    """The CLI compiles one runner per chunk length: PQN CartPole's 244 updates (eval every 12)
+    were chunks of 240 and 4 (two compiles); one chunk and its rest are now one chunk of 244,
+    which Trainer.run scans once. Checkpoints still fall on chunk ends, and a resumed run at a
+    chunk end continues with the chunks it would have run."""
+    from prpo.experiment import _chunk_plan
+
+    assert _chunk_plan(244, 20, 12, None) == [244]
+    assert _chunk_plan(25, 20, 12, None) == [25]
+    assert _chunk_plan(244, 20, 12, 120) == [120, 120, 4]  # checkpoints every 120: unchanged
+    assert _chunk_plan(244, 20, 12, 120, start=120) == [120, 4]
+    assert _chunk_plan(976, 20, 0, None) == [61] * 16  # equal chunks: unchanged
+    assert _chunk_plan(50, 20, 0, None) == [2] * 25
