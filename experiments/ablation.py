@@ -131,6 +131,70 @@ def run(args, on_row=None) -> list[dict]:
     return rows
 
 
+def _pooled_curve(parts, mean_key, stderr_key=None):
+    """Seed-weighted mean curve of ``parts`` (and, from each part's mean and s.e. = std/√n, the
+    pooled s.e. over all their seeds: exact for the population std that ``run`` records)."""
+    n = np.asarray([p["seeds"] for p in parts], np.float64)[:, None]
+    means = np.asarray([p[mean_key] for p in parts], np.float64)
+    mean = (n * means).sum(0) / n.sum()
+    if stderr_key is None:
+        return mean.tolist(), None
+    var = (np.asarray([p[stderr_key] for p in parts], np.float64) ** 2) * n  # each part's population variance
+    pooled = (n * (var + means ** 2)).sum(0) / n.sum() - mean ** 2
+    return mean.tolist(), (np.sqrt(np.maximum(pooled, 0.0)) / math.sqrt(n.sum())).tolist()
+
+
+def pool_rows(rows: list[dict]) -> list[dict]:
+    """Rows of the same algorithm, env and setting from several folders (e.g. seeds 0–2 in one
+    device call and 3–4 in the next) become one row over all their seeds: per-seed returns are
+    concatenated and every statistic is recomputed from them; diagnostics are seed-weighted means
+    (maxima: the maximum); curves are seed-weighted means with the pooled standard error. Runs of
+    different lengths are refused (their curves do not line up)."""
+    groups: dict = {}
+    for r in rows:
+        groups.setdefault((r["algo"], r["env"], json.dumps(r.get("setting"), sort_keys=True)), []).append(r)
+    out = []
+    for parts in groups.values():
+        if len(parts) == 1:
+            out.append(parts[0])
+            continue
+        first = parts[0]
+        if len({p["env_steps"] for p in parts}) > 1:
+            raise SystemExit(f"ablation: error: cannot pool {first['algo']} on {first['env']}: the runs have "
+                             f"different env steps per seed ({sorted({p['env_steps'] for p in parts})})")
+        seeds = sum(p["seeds"] for p in parts)
+        w = np.asarray([p["seeds"] for p in parts], np.float64) / seeds
+        wmean = lambda k: float(np.dot(w, [p[k] for p in parts]))  # noqa: E731
+        final = np.concatenate([np.asarray(p["final_returns"], np.float64) for p in parts])
+        evals = None if any(p.get("eval_returns") is None for p in parts) else np.concatenate(
+            [np.asarray(p["eval_returns"], np.float64) for p in parts])
+        row = {**first, "seeds": seeds, "final_returns": final.tolist(),
+               "return_mean": float(np.nanmean(final)),
+               "return_stderr": float(np.nanstd(final, ddof=1) / math.sqrt(len(final))),
+               **_iqm(final),
+               "eval_returns": None if evals is None else evals.tolist(),
+               "eval_mean": None if evals is None else float(evals.mean()),
+               "eval_stderr": None if evals is None else float(evals.std(ddof=1) / math.sqrt(len(evals))),
+               "ratio_dev_mean": wmean("ratio_dev_mean"), "ratio_dev_max": max(p["ratio_dev_max"] for p in parts),
+               "clip_frac": wmean("clip_frac"), "approx_kl": wmean("approx_kl"),
+               "steps_per_s": wmean("steps_per_s"), "compile_s": max(p["compile_s"] for p in parts),
+               "wall_s": sum(p["wall_s"] for p in parts), "pooled_from": len(parts)}
+        if all("ratio_dev_mean_last" in p for p in parts):
+            row["ratio_dev_mean_last"] = wmean("ratio_dev_mean_last")
+        if all("curve_return" in p for p in parts):
+            row["curve_return"], row["curve_return_stderr"] = _pooled_curve(parts, "curve_return", "curve_return_stderr")
+            row["curve_ratio_dev"], _ = _pooled_curve(parts, "curve_ratio_dev")
+        row["extra"] = {}
+        for name in set.intersection(*(set(p.get("extra") or {}) for p in parts)):
+            xs = [{"seeds": p["seeds"], **p["extra"][name]} for p in parts]
+            last, last_se = _pooled_curve([{**x, "last": [x["last"]], "last_stderr": [x["last_stderr"]]} for x in xs],
+                                          "last", "last_stderr")
+            row["extra"][name] = {"mean": float(np.dot(w, [x["mean"] for x in xs])), "last": last[0],
+                                  "last_stderr": last_se[0], "curve": _pooled_curve(xs, "curve")[0]}
+        out.append(row)
+    return out
+
+
 def markdown(rows, command: str) -> str:
     extra = list(dict.fromkeys(k for r in rows for k in r.get("extra", {})))
     lines = [f"Command: `{command}`", "",
@@ -212,7 +276,8 @@ def main(argv=None) -> int:
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--merge", nargs="+", metavar="DIR[:LABEL]", default=None,
                    help="no training: merge earlier OUT folders' results.json into --out (table and curves); "
-                        "LABEL is appended to each algorithm name of that folder, e.g. runs/hopper-clamp:clamp3")
+                        "LABEL is appended to each algorithm name of that folder, e.g. runs/hopper-clamp:clamp3; "
+                        "rows of the same algorithm, env and setting (after LABEL) are pooled into one over their seeds")
     args = p.parse_args(argv)
     command = "python experiments/ablation.py " + " ".join(argv if argv is not None else sys.argv[1:])
 
@@ -238,6 +303,7 @@ def main(argv=None) -> int:
                 if r.get("return_iqm") is None:  # a run made where rliable was not installed
                     r = {**r, **_iqm(np.asarray(r["final_returns"], np.float64))}
                 rows.append({**r, "algo": r["algo"] + (f" ({label})" if label else "")})
+        rows = pool_rows(rows)
         command = " ; ".join(commands)
         save(rows)
         print(markdown(rows, command))

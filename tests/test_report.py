@@ -323,3 +323,48 @@ def test_ablation_table_has_the_iqm_column():
     assert f"| 20.8 ± 15.9 | 6.0 [{lo:.1f}, {hi:.1f}] |" in first
     assert "| 20.8 ± 15.9 | — |" in second  # a merged row of an older results.json
     assert len(head.split("|")) == len(first.split("|"))
+
+
+def _part_row(curves, finals, evals, seeds_slice, env_steps=1000):
+    """A results.json row as ablation.run writes it, for the seeds in ``seeds_slice``."""
+    c, n = curves[seeds_slice], len(finals[seeds_slice])
+    return {"algo": "ppo", "env": "CartPole-v1", "setting": {}, "seeds": n, "env_steps": env_steps,
+            "final_returns": finals[seeds_slice].tolist(), "eval_returns": evals[seeds_slice].tolist(),
+            "ratio_dev_mean": float(c.mean()), "ratio_dev_mean_last": float(c[:, -1].mean()),
+            "ratio_dev_max": float(c.max()), "clip_frac": 0.1 * n, "approx_kl": 0.01, "steps_per_s": 1e5,
+            "compile_s": 2.0 + n, "wall_s": 10.0, "curve_steps": [1, 2, 3, 4],
+            "curve_return": c.mean(0).tolist(), "curve_return_stderr": (c.std(0) / np.sqrt(n)).tolist(),
+            "curve_ratio_dev": c.mean(0).tolist(), "extra": {}}
+
+
+def test_ablation_merge_pools_seeds_of_one_run_split_over_folders(tmp_path):
+    """Seeds 0–2 from one device call and 3–4 from the next: --merge makes one row of 5 seeds,
+    equal to statistics computed from all five directly (NumPy)."""
+    ablation = load_experiment("ablation")
+    rng = np.random.default_rng(0)
+    curves, finals, evals = rng.normal(size=(5, 4)), rng.normal(100, 10, 5), rng.normal(200, 20, 5)
+    a, b = _part_row(curves, finals, evals, slice(0, 3)), _part_row(curves, finals, evals, slice(3, 5))
+    other = {**a, "algo": "spo"}
+    pooled = ablation.pool_rows([a, other, b])
+    assert [r["algo"] for r in pooled] == ["ppo", "spo"] and pooled[1] is other
+    r = pooled[0]
+    assert r["seeds"] == 5 and r["final_returns"] == finals.tolist() and r["pooled_from"] == 2
+    assert r["return_mean"] == pytest.approx(finals.mean())
+    assert r["return_stderr"] == pytest.approx(finals.std(ddof=1) / np.sqrt(5))
+    assert r["eval_mean"] == pytest.approx(evals.mean())
+    assert r["eval_stderr"] == pytest.approx(evals.std(ddof=1) / np.sqrt(5))
+    np.testing.assert_allclose(r["curve_return"], curves.mean(0))
+    np.testing.assert_allclose(r["curve_return_stderr"], curves.std(0) / np.sqrt(5))
+    assert r["ratio_dev_mean"] == pytest.approx(curves.mean())
+    assert r["ratio_dev_mean_last"] == pytest.approx(curves[:, -1].mean())
+    assert r["ratio_dev_max"] == curves.max()
+    assert r["clip_frac"] == pytest.approx((0.3 * 3 + 0.2 * 2) / 5) and r["compile_s"] == 5.0 and r["wall_s"] == 20.0
+    # end to end through --merge, and runs of different lengths refused
+    for name, row in (("a", a), ("b", b), ("c", {**b, "env_steps": 2000})):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "results.json").write_text(json.dumps({"command": f"cmd {name}", "rows": [row]}))
+    assert ablation.main(["--merge", str(tmp_path / "a"), str(tmp_path / "b"), "--out", str(tmp_path / "ab")]) == 0
+    merged = json.loads((tmp_path / "ab" / "results.json").read_text())["rows"]
+    assert len(merged) == 1 and merged[0]["seeds"] == 5
+    with pytest.raises(SystemExit, match="different env steps"):
+        ablation.main(["--merge", str(tmp_path / "a"), str(tmp_path / "c"), "--out", str(tmp_path / "ac")])
