@@ -127,13 +127,14 @@ def seed_keys(seed: int, seeds: int, seed_index: int | None = None):
 def _chunking(num_updates: int, target_chunks: int = 20) -> list[int]:
     """Split ``num_updates`` into chunks for progress reporting, compiling as few lengths as possible.
 
-    Prefers equal chunks (one compile) of a divisor of ``num_updates`` near
-    ``num_updates / target_chunks``; otherwise equal chunks plus one remainder (two compiles).
+    Prefers equal chunks (one compile) of a divisor of ``num_updates`` within a factor 4 of
+    ``num_updates / target_chunks`` (244 updates: 61 chunks of 4, not 18 of 13 and one of 10);
+    otherwise equal chunks plus one remainder (two compiles).
     """
     if num_updates <= target_chunks:
         return [num_updates]
     ideal = num_updates / target_chunks
-    divisors = [d for d in range(1, num_updates + 1) if num_updates % d == 0 and ideal / 3 <= d <= ideal * 3]
+    divisors = [d for d in range(1, num_updates + 1) if num_updates % d == 0 and ideal / 4 <= d <= ideal * 4]
     if divisors:
         size = min(divisors, key=lambda d: abs(math.log(d / ideal)))
         return [size] * (num_updates // size)

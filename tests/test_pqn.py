@@ -275,3 +275,6 @@ def test_chunk_plan_folds_a_single_chunks_rest_into_it():
     assert _chunk_plan(244, 20, 12, 120, start=120) == [120, 4]
     assert _chunk_plan(976, 20, 0, None) == [61] * 16  # equal chunks: unchanged
     assert _chunk_plan(50, 20, 0, None) == [2] * 25
+    # no eval: a divisor within a factor 4 of num_updates / 20 gives equal chunks (one compile)
+    assert _chunk_plan(244, 20, 0, None) == [4] * 61  # Pendulum's 244 updates (was 18 × 13 + 10)
+    assert _chunk_plan(2441, 20, 0, None) == [123] * 19 + [104]  # a prime: equal chunks and a rest
