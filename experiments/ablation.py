@@ -133,7 +133,8 @@ def run(args, on_row=None) -> list[dict]:
 
 def _pooled_curve(parts, mean_key, stderr_key=None):
     """Seed-weighted mean curve of ``parts`` (and, from each part's mean and s.e. = std/√n, the
-    pooled s.e. over all their seeds: exact for the population std that ``run`` records)."""
+    pooled s.e. over all their seeds: exact for the population std that ``run`` records for the
+    return curve; an approximation for an extra metric's ``last_stderr``, which uses ddof=1)."""
     n = np.asarray([p["seeds"] for p in parts], np.float64)[:, None]
     means = np.asarray([p[mean_key] for p in parts], np.float64)
     mean = (n * means).sum(0) / n.sum()
