@@ -11,6 +11,12 @@ Every (algorithm, env) pair is one compile: its seeds and grid settings are vmap
                        approx-KL (means over training; max over training)
     OUT/curves.png     return and mean |r − 1| per update, one column per env
 
+rewritten after every finished (algorithm, env) pair, so a sweep cut short keeps what it
+finished. An OUT that already holds results is refused unless --overwrite. An update with a
+non-finite loss is never applied; by default it stops the run (the error names the update and
+seed), with ``--on-nonfinite skip`` that seed trains on and the table lists, per seed, how many
+updates were skipped (one diverging seed no longer ends the other seeds of its batch).
+
 Examples::
 
     # the Brax comparison (GPU): PPO vs SPO vs BPO vs MDPO on three tasks, 5 seeds each
@@ -40,9 +46,9 @@ import numpy as np
 
 from prpo import algorithms
 from prpo.config import ConfigError
-from prpo.experiment import run_experiment
+from prpo.experiment import ON_NONFINITE, run_experiment
 from prpo.report import ReportError, final_stats
-from prpo.train import evaluate, make_train
+from prpo.train import NonFiniteLossError, evaluate, make_train
 
 
 def _evaluate_all(cfg, state, seed):
@@ -73,6 +79,21 @@ def _iqm(final) -> dict:
 _iqm.said = False
 
 
+def _seed_stats(final, evals) -> dict:
+    """The per-seed statistics of one row, from its seeds' final (and evaluation) returns: one
+    place for the formulas, used by a fresh row and by a row pooled over several runs."""
+    final = np.asarray(final, np.float64)
+    evals = None if evals is None else np.asarray(evals, np.float64)
+    se = lambda x: float(np.nanstd(x, ddof=1) / math.sqrt(len(x))) if len(x) > 1 else 0.0  # noqa: E731
+    return {
+        "final_returns": final.tolist(), "return_mean": float(np.nanmean(final)), "return_stderr": se(final),
+        **_iqm(final),
+        "eval_returns": None if evals is None else evals.tolist(),
+        "eval_mean": None if evals is None else float(evals.mean()),
+        "eval_stderr": None if evals is None or len(evals) < 2 else se(evals),
+    }
+
+
 def _kv(items):
     return dict(item.split("=", 1) for item in items)
 
@@ -89,21 +110,17 @@ def run(args, on_row=None) -> list[dict]:
         for algo in args.algos:
             cfg = algorithms.get(algo).config(env, **overrides)
             t0 = time.perf_counter()
-            res = run_experiment(cfg, seeds=args.seeds, seed=args.seed, grid=grid, progress=not args.no_progress)
+            res = run_experiment(cfg, seeds=args.seeds, seed=args.seed, grid=grid, progress=not args.no_progress,
+                                 on_nonfinite=args.on_nonfinite)
             m = res.metrics  # [G, S, U]
+            skipped = np.asarray(res.summary["nonfinite_updates"]).reshape(len(res.grid), args.seeds)
             evals = _evaluate_all(cfg, res.state, args.seed) if args.eval else None
             for g, setting in enumerate(res.grid):
-                final = np.asarray(m["last_return"][g, :, -1], np.float64)
                 rows.append({
                     "algo": algo, "env": env, "setting": setting, "seeds": args.seeds,
                     "env_steps": cfg.num_updates * cfg.batch_size,
-                    "final_returns": final.tolist(),
-                    "return_mean": float(np.nanmean(final)),
-                    "return_stderr": float(np.nanstd(final, ddof=1) / math.sqrt(len(final))) if len(final) > 1 else 0.0,
-                    **_iqm(final),
-                    "eval_returns": None if evals is None else evals[g].tolist(),
-                    "eval_mean": None if evals is None else float(evals[g].mean()),
-                    "eval_stderr": None if evals is None or len(evals[g]) < 2 else float(evals[g].std(ddof=1) / math.sqrt(len(evals[g]))),
+                    **_seed_stats(m["last_return"][g, :, -1], None if evals is None else evals[g]),
+                    "nonfinite_updates": skipped[g].tolist(),
                     "ratio_dev_mean": float(np.nanmean(m["ratio_dev_mean"][g])),
                     "ratio_dev_mean_last": float(np.nanmean(m["ratio_dev_mean"][g, :, -1])),
                     "ratio_dev_max": float(np.nanmax(m["ratio_dev_max"][g])),
@@ -169,17 +186,13 @@ def pool_rows(rows: list[dict]) -> list[dict]:
         final = np.concatenate([np.asarray(p["final_returns"], np.float64) for p in parts])
         evals = None if any(p.get("eval_returns") is None for p in parts) else np.concatenate(
             [np.asarray(p["eval_returns"], np.float64) for p in parts])
-        row = {**first, "seeds": seeds, "final_returns": final.tolist(),
-               "return_mean": float(np.nanmean(final)),
-               "return_stderr": float(np.nanstd(final, ddof=1) / math.sqrt(len(final))),
-               **_iqm(final),
-               "eval_returns": None if evals is None else evals.tolist(),
-               "eval_mean": None if evals is None else float(evals.mean()),
-               "eval_stderr": None if evals is None else float(evals.std(ddof=1) / math.sqrt(len(evals))),
+        row = {**first, "seeds": seeds, **_seed_stats(final, evals),
                "ratio_dev_mean": wmean("ratio_dev_mean"), "ratio_dev_max": max(p["ratio_dev_max"] for p in parts),
                "clip_frac": wmean("clip_frac"), "approx_kl": wmean("approx_kl"),
                "steps_per_s": wmean("steps_per_s"), "compile_s": max(p["compile_s"] for p in parts),
                "wall_s": sum(p["wall_s"] for p in parts), "pooled_from": len(parts)}
+        if all("nonfinite_updates" in p for p in parts):
+            row["nonfinite_updates"] = [n for p in parts for n in p["nonfinite_updates"]]
         if all("ratio_dev_mean_last" in p for p in parts):
             row["ratio_dev_mean_last"] = wmean("ratio_dev_mean_last")
         if all("curve_return" in p for p in parts):
@@ -211,6 +224,12 @@ def markdown(rows, command: str) -> str:
                      + f" | {r['ratio_dev_mean']:.4f} | "
                      f"{r['ratio_dev_max']:.3f} | {r['clip_frac']:.3f} | {r['approx_kl']:.4f} |"
                      + "".join(_extra_cell(r.get("extra", {}).get(k)) for k in extra))
+    skipped = [r for r in rows if any(r.get("nonfinite_updates") or ())]
+    if skipped:
+        lines += ["", "Updates skipped as non-finite (`--on-nonfinite skip`; such an update is never applied), per seed:"]
+        lines += [f"- {r['algo']} on {r['env']}" + (f" ({', '.join(f'{k}={v:g}' for k, v in r['setting'].items())})"
+                                                    if r["setting"] else "")
+                  + f": {r['nonfinite_updates']} of {len(r.get('curve_steps') or ()) or '?'} updates" for r in skipped]
     return "\n".join(lines) + "\n"
 
 
@@ -275,6 +294,10 @@ def main(argv=None) -> int:
                         "entropy, pos_share, dropped (repeatable)")
     p.add_argument("--eval", action="store_true", help="also evaluate each final policy (deterministic, 1 episode per env)")
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--on-nonfinite", default=ON_NONFINITE[0], choices=ON_NONFINITE,
+                   help="after an update with a non-finite loss (never applied): stop that run (default), or skip "
+                        "it and train on, counting such updates per seed in the table")
+    p.add_argument("--overwrite", action="store_true", help="replace the results already in --out")
     p.add_argument("--merge", nargs="+", metavar="DIR[:LABEL]", default=None,
                    help="no training: merge earlier OUT folders' results.json into --out (table and curves); "
                         "LABEL is appended to each algorithm name of that folder, e.g. runs/hopper-clamp:clamp3; "
@@ -293,12 +316,23 @@ def main(argv=None) -> int:
         except ImportError:
             print("matplotlib is not installed: no curves.png (pip install matplotlib)", file=sys.stderr)
 
+    held = os.path.join(args.out, "results.json")
+    if os.path.exists(held) and not args.overwrite:
+        p.exit(2, f"ablation: error: --out {args.out} already holds results ({held}); choose another folder, or pass "
+                  "--overwrite to replace them\n")
     if args.merge:
         rows, commands = [], []
         for item in args.merge:
             folder, _, label = item.partition(":")
-            with open(os.path.join(folder, "results.json")) as f:
-                data = json.load(f)
+            try:
+                with open(os.path.join(folder, "results.json")) as f:
+                    data = json.load(f)
+                if not isinstance(data, dict) or not {"command", "rows"} <= set(data):
+                    raise ValueError("not an ablation results.json")
+            except (OSError, ValueError) as e:
+                reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+                p.exit(2, f"ablation: error: --merge {item}: {folder} has no readable ablation results.json "
+                          f"({reason}); give folders written by ablation.py --out\n")
             commands.append(data["command"])
             for r in data["rows"]:
                 if r.get("return_iqm") is None:  # a run made where rliable was not installed
@@ -316,6 +350,9 @@ def main(argv=None) -> int:
         rows = run(args, on_row=save)
     except ConfigError as e:
         p.exit(2, f"ablation: error: {e}\n")
+    except NonFiniteLossError as e:
+        kept = f"; the rows finished before it are in {held}" if os.path.exists(held) else ""
+        p.exit(1, f"ablation: error: {e}{kept}\n")
     print(markdown(rows, command))
     return 0
 

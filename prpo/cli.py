@@ -15,7 +15,7 @@ import sys
 
 from prpo import algorithms, registry
 from prpo.config import PRESETS, ConfigError, apply_overrides, option_names
-from prpo.experiment import MAX_SEED, check_grid, check_seed, check_seed_index, check_seeds
+from prpo.experiment import MAX_SEED, ON_NONFINITE, check_grid, check_seed, check_seed_index, check_seeds
 
 __all__ = ["main", "build_parser"]
 
@@ -130,6 +130,9 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--overwrite", action="store_true", help="replace the run already in --out DIR (its files are removed)")
     tr.add_argument("--logger", default=None, metavar="NAMES",
                     help="metric sinks, comma-separated: jsonl (always written), tensorboard, wandb")
+    tr.add_argument("--on-nonfinite", default=ON_NONFINITE[0], choices=ON_NONFINITE,
+                    help="after an update with a non-finite loss (never applied: the parameters are kept): stop the "
+                         "run, or skip it and train on (one diverging seed does not end the others)")
     tr.add_argument("--no-progress", action="store_true", help="disable the progress bar")
     tr.add_argument("--compile-cache", default=None, metavar="DIR",
                     help="keep the compiled programs in DIR (JAX's persistent compilation cache): a later run with the "
@@ -415,7 +418,7 @@ def _cmd_train(parser, args) -> int:
             out_dir=args.out, progress=not args.no_progress,
             seed_devices=_given(args.seed_devices) if resumed else int(args.seed_devices), seed_index=args.seed_index,
             resume=args.resume, overwrite=args.overwrite,
-            checkpoint_every=args.checkpoint_every, keep=args.keep, loggers=loggers,
+            checkpoint_every=args.checkpoint_every, keep=args.keep, loggers=loggers, on_nonfinite=args.on_nonfinite,
         )
     except ConfigError as e:
         parser.exit(2, f"prpo: error: {e}\n")
@@ -432,6 +435,8 @@ def _cmd_train(parser, args) -> int:
     keys = ("algo", "env", "seeds", "env_steps", "final_return_mean", "final_return_std", "steps_per_s", "compile_s", "wall_s")
     if "final_eval_return_mean" in s:
         keys = keys[:6] + ("final_eval_return_mean",) + keys[6:]
+    if any(n for row in s["nonfinite_updates"] for n in (row if isinstance(row, list) else [row])):
+        keys = keys[:-3] + ("nonfinite_updates",) + keys[-3:]
     print(json.dumps({k: s[k] for k in keys}, indent=None))
     out = args.out or args.resume
     if out:

@@ -47,6 +47,8 @@ class ExperimentResult:
 
 #: the largest base seed: ``jax.random.key(seed)`` keeps 32 bits without x64 (2^32 collides with 0)
 MAX_SEED = 2**32 - 1
+#: what a driver does after a non-finite update (which the device always skips): end the run, or train on
+ON_NONFINITE = ("stop", "skip")
 
 
 def _is_number(v) -> bool:
@@ -365,6 +367,7 @@ def run_experiment(
     checkpoint_every: int | None = None,
     keep: int | None = None,
     loggers: Sequence[str] | None = None,
+    on_nonfinite: str = ON_NONFINITE[0],
 ) -> ExperimentResult:
     """Train ``seeds`` seeds (default 1, base seed ``seed``, default 0) × every ``grid`` setting
     of ``cfg`` in one compile.
@@ -382,8 +385,13 @@ def run_experiment(
     and hyperparameter values. ``seeds``, ``seed``, ``grid`` and ``seed_index`` come from DIR.
 
     SIGINT / SIGTERM finish the current chunk, write a checkpoint and the metrics so far and
-    raise :class:`RunInterrupted`; a non-finite loss raises :class:`NonFiniteLossError` naming
-    the update, keeping the last finite checkpoint; a failed write (disk full) raises
+    raise :class:`RunInterrupted`. A non-finite loss (or parameters) is never applied: that run's
+    update is skipped on the device, its parameters and optimiser state kept. ``on_nonfinite``
+    says what the driver then does: ``"stop"`` (default) raises :class:`NonFiniteLossError`
+    naming the update and keeps the last finite checkpoint; ``"skip"`` warns once per run and
+    trains on, so one diverging seed of a vmapped batch does not end the others. The summary's
+    ``nonfinite_updates`` counts each run's updates with a non-finite loss (and
+    ``nonfinite_first_update`` names the first, 1-based; ``None`` for a clean run). A failed write (disk full) raises
     :class:`prpo.checkpoint.OutputError`, every file written before staying valid.
 
     ``cfg.devices > 1`` splits each run's envs over that many devices (``prpo.parallel``);
@@ -399,6 +407,9 @@ def run_experiment(
     from prpo import checkpoint as ck
     from prpo import loggers as loggers_lib
 
+    if on_nonfinite not in ON_NONFINITE:
+        raise ConfigError(f"on_nonfinite={on_nonfinite!r} is not allowed; allowed values: "
+                          + ", ".join(repr(v) for v in ON_NONFINITE))
     custom = {"env": env, "policy": policy, "network": network, "surrogate": surrogate}
     run = _resolve(cfg, seeds, seed, grid, out_dir, chunks, seed_devices, seed_index, resume, overwrite,
                    checkpoint_every, keep, loggers, custom)
@@ -527,6 +538,7 @@ def run_experiment(
         return f"checkpoint after update {saved['step']} in {run.ckpts.path(saved['step'])}"
 
     ck_times = []
+    warned = set()
     t_run = time.perf_counter()
     done = start
     try:
@@ -546,7 +558,17 @@ def run_experiment(
                     if cfg.eval_every and np.isfinite(metrics["eval_return"][..., -1]).any():
                         post["eval"] = f"{np.nanmean(metrics['eval_return'][..., -1]):.1f}"
                     bar.set_postfix(**post)
-                if (bad >= 0).any():  # keep the last finite state: the one before this chunk
+                if on_nonfinite == "skip":  # one line per chunk in which runs fail for the first time
+                    new = [(int(g), int(s)) for g, s in np.argwhere(bad >= 0) if (int(g), int(s)) not in warned]
+                    warned.update(new)
+                    if new and writer:
+                        g, s = new[0]
+                        print(f"prpo: warning: non-finite loss in {len(new)} more run(s) (first: update "
+                              f"{int(bad[g, s]) + 1} of {cfg.num_updates}, seed index {s}"
+                              + (f", setting {settings[g]}" if settings[g] else "")
+                              + "); such updates are skipped (parameters kept) and training goes on "
+                              "(on_nonfinite='skip'); the summary counts them", file=sys.stderr)
+                elif (bad >= 0).any():  # keep the last finite state: the one before this chunk
                     chunks_out.pop()
                     checkpoint(before, done - n)
                     g, s = np.argwhere(bad >= 0)[0]
@@ -555,7 +577,8 @@ def run_experiment(
                         f"non-finite loss at update {int(bad[g, s]) + 1} of {cfg.num_updates} (seed index {s}"
                         + (f", setting {settings[g]}" if settings[g] else "")
                         + "); training stopped. Lower the learning rate, check rewards/observations for NaN or "
-                        "enable normalize_obs / normalize_reward."
+                        "enable normalize_obs / normalize_reward, or skip such updates and train on "
+                        "(on_nonfinite='skip', --on-nonfinite skip)."
                         + (f" Last finite state: {where()} (resume with a changed hyperparameter: "
                            f"--resume {out_dir} --set lr=...)" if out_dir is not None and saved["step"] else "")
                     )
@@ -590,6 +613,9 @@ def run_experiment(
 
     metrics = history_so_far()
     final = np.asarray(metrics["last_return"][..., -1])  # [G, S]
+    skipped = (~np.isfinite(np.asarray(metrics["loss"]))).sum(-1)  # [G, S] updates with a non-finite loss
+    first_bad = np.asarray(fetch(state.nonfinite_update)).reshape(skipped.shape)
+    first_bad = [[int(b) + 1 if b >= 0 else None for b in row] for row in first_bad]
     env_steps = cfg.num_updates * cfg.batch_size
     total_steps = env_steps * n_seeds * n_set
     steps_now = (cfg.num_updates - start) * cfg.batch_size * n_seeds * n_set
@@ -608,6 +634,8 @@ def run_experiment(
         "final_return_stderr": float(np.nanstd(final) / math.sqrt(max(final.size, 1))),
         "final_returns": final[0].tolist() if n_set == 1 else final.tolist(),
         **_eval_summary(metrics, n_set),
+        "nonfinite_updates": skipped[0].tolist() if n_set == 1 else skipped.tolist(),
+        "nonfinite_first_update": first_bad[0] if n_set == 1 else first_bad,
         "steps_per_s": steps_now / max(run_s - loop_ck_s, 1e-9),
         "compile_s": compile_s,
         "run_s": run_s,

@@ -368,3 +368,35 @@ def test_ablation_merge_pools_seeds_of_one_run_split_over_folders(tmp_path):
     assert len(merged) == 1 and merged[0]["seeds"] == 5
     with pytest.raises(SystemExit, match="different env steps"):
         ablation.main(["--merge", str(tmp_path / "a"), str(tmp_path / "c"), "--out", str(tmp_path / "ac")])
+
+
+def test_ablation_refuses_to_replace_results_and_unreadable_merge_folders(tmp_path, capsys):
+    """--out that holds results is kept unless --overwrite; a --merge folder without an ablation
+    results.json is one line naming it; per-seed counts of skipped non-finite updates pool over
+    folders and are listed under the table."""
+    ablation = load_experiment("ablation")
+    rng = np.random.default_rng(1)
+    curves, finals, evals = rng.normal(size=(5, 4)), rng.normal(100, 10, 5), rng.normal(200, 20, 5)
+    a = {**_part_row(curves, finals, evals, slice(0, 3)), **ablation._seed_stats(finals[:3], evals[:3]),
+         "nonfinite_updates": [0, 0, 0]}
+    b = {**_part_row(curves, finals, evals, slice(3, 5)), **ablation._seed_stats(finals[3:], evals[3:]),
+         "nonfinite_updates": [3, 0]}
+    for name, row in (("a", a), ("b", b)):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "results.json").write_text(json.dumps({"command": f"cmd {name}", "rows": [row]}))
+    out = tmp_path / "ab"
+    assert ablation.main(["--merge", str(tmp_path / "a"), str(tmp_path / "b"), "--out", str(out)]) == 0
+    assert json.loads((out / "results.json").read_text())["rows"][0]["nonfinite_updates"] == [0, 0, 0, 3, 0]
+    assert "- ppo on CartPole-v1: [0, 0, 0, 3, 0] of 4 updates" in (out / "results.md").read_text()
+    before = (out / "results.json").read_bytes()
+    with pytest.raises(SystemExit) as e:
+        ablation.main(["--merge", str(tmp_path / "a"), "--out", str(out)])
+    assert e.value.code == 2 and "already holds results" in capsys.readouterr().err
+    assert (out / "results.json").read_bytes() == before
+    assert ablation.main(["--merge", str(tmp_path / "a"), "--out", str(out), "--overwrite"]) == 0
+    assert json.loads((out / "results.json").read_text())["rows"][0]["seeds"] == 3
+    with pytest.raises(SystemExit) as e:
+        ablation.main(["--merge", str(tmp_path / "missing"), "--out", str(tmp_path / "m")])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and "--merge " + str(tmp_path / "missing") in err and "Traceback" not in err
+    assert not (tmp_path / "m").exists()

@@ -133,6 +133,25 @@ def test_nonfinite_loss_stops_the_run_naming_the_update():
         run_experiment(TINY, seeds=2, progress=False, network=_NaNValueNet())
 
 
+def test_on_nonfinite_skip_trains_on_and_leaves_the_other_runs_exact(capsys):
+    """A diverging setting (lr 1e30: the second minibatch's loss is inf) is skipped every update
+    and counted; the finite setting beside it in the same vmapped batch ends bit-identical to a
+    batch whose other setting is finite too. The default mode stops, naming the skip option."""
+    bad = run_experiment(TINY, seeds=2, grid={"lr": [2.5e-4, 1e30]}, progress=False, on_nonfinite="skip")
+    good = run_experiment(TINY, seeds=2, grid={"lr": [2.5e-4, 1e-3]}, progress=False)
+    assert bad.summary["nonfinite_updates"] == [[0, 0], [TINY.num_updates] * 2]
+    assert bad.summary["nonfinite_first_update"] == [[None, None], [1, 1]]
+    assert good.summary["nonfinite_updates"] == [[0, 0], [0, 0]]
+    assert "non-finite loss in 2 more run(s) (first: update 1 of 4, seed index 0, setting {'lr': 1e+30})" in capsys.readouterr().err
+    first = lambda tree: jax.tree.map(lambda x: np.asarray(x)[0], tree)  # noqa: E731  (setting 0)
+    _allclose_trees(first(bad.state.params), first(good.state.params), rtol=0, atol=0)
+    np.testing.assert_array_equal(np.asarray(bad.metrics["loss"])[0], np.asarray(good.metrics["loss"])[0])
+    with pytest.raises(NonFiniteLossError, match=r"update 1 of 4 \(seed index 0, setting \{'lr': 1e\+30\}\).*--on-nonfinite skip"):
+        run_experiment(TINY, seeds=2, grid={"lr": [2.5e-4, 1e30]}, progress=False)
+    with pytest.raises(ConfigError, match=r"on_nonfinite='ignore' is not allowed; allowed values: 'stop', 'skip'"):
+        run_experiment(TINY, on_nonfinite="ignore")
+
+
 def test_nonfinite_update_freezes_params(tiny_trainer):
     hp = TINY.hp.replace(vf_coef=jnp.nan)  # bypasses validation on purpose
     init = tiny_trainer.init(jax.random.key(0), TINY.hp)
