@@ -167,7 +167,8 @@ def pool_rows(rows: list[dict]) -> list[dict]:
     device call and 3–4 in the next) become one row over all their seeds: per-seed returns are
     concatenated and every statistic is recomputed from them; diagnostics are seed-weighted means
     (maxima: the maximum); curves are seed-weighted means with the pooled standard error. Runs of
-    different lengths are refused (their curves do not line up)."""
+    different lengths or configs are refused (their curves do not line up, or they are not one
+    setting)."""
     groups: dict = {}
     for r in rows:
         groups.setdefault((r["algo"], r["env"], json.dumps(r.get("setting"), sort_keys=True)), []).append(r)
@@ -180,6 +181,12 @@ def pool_rows(rows: list[dict]) -> list[dict]:
         if len({p["env_steps"] for p in parts}) > 1:
             raise SystemExit(f"ablation: error: cannot pool {first['algo']} on {first['env']}: the runs have "
                              f"different env steps per seed ({sorted({p['env_steps'] for p in parts})})")
+        configs = [json.dumps(p["config"], sort_keys=True) for p in parts if "config" in p]
+        if len(set(configs)) > 1:
+            differ = sorted(k for k in parts[0]["config"] if len({json.dumps(p["config"].get(k), sort_keys=True)
+                                                                   for p in parts}) > 1)
+            raise SystemExit(f"ablation: error: cannot pool {first['algo']} on {first['env']}: the runs' configs differ "
+                             f"in {', '.join(differ)}; give them different labels (DIR:LABEL) to keep them apart")
         seeds = sum(p["seeds"] for p in parts)
         w = np.asarray([p["seeds"] for p in parts], np.float64) / seeds
         wmean = lambda k: float(np.dot(w, [p[k] for p in parts]))  # noqa: E731

@@ -368,6 +368,9 @@ def test_ablation_merge_pools_seeds_of_one_run_split_over_folders(tmp_path):
     assert len(merged) == 1 and merged[0]["seeds"] == 5
     with pytest.raises(SystemExit, match="different env steps"):
         ablation.main(["--merge", str(tmp_path / "a"), str(tmp_path / "c"), "--out", str(tmp_path / "ac")])
+    with pytest.raises(SystemExit, match="configs differ in ddim_eval_steps"):
+        ablation.pool_rows([{**a, "config": {"lr": 1, "ddim_eval_steps": 5}}, {**b, "config": {"lr": 1, "ddim_eval_steps": 0}}])
+    assert ablation.pool_rows([{**a, "config": {"lr": 1}}, {**b, "config": {"lr": 1}}])[0]["seeds"] == 5
 
 
 def test_ablation_refuses_to_replace_results_and_unreadable_merge_folders(tmp_path, capsys):
