@@ -16,6 +16,7 @@ finished. An OUT that already holds results is refused unless --overwrite. An up
 non-finite loss is never applied; by default it stops the run (the error names the update and
 seed), with ``--on-nonfinite skip`` that seed trains on and the table lists, per seed, how many
 updates were skipped (one diverging seed no longer ends the other seeds of its batch).
+``--eval-sample`` adds an evaluation with sampled actions (as in training) below the table.
 
 Examples::
 
@@ -51,14 +52,15 @@ from prpo.report import ReportError, final_stats
 from prpo.train import NonFiniteLossError, evaluate, make_train
 
 
-def _evaluate_all(cfg, state, seed):
-    """Deterministic evaluation of every final policy ([G, S] states): one episode per env,
-    observation statistics frozen. Unlike the training return, it does not mix policies of
-    different updates (in a 1000-step episode without terminations, 100 updates pass)."""
+def _evaluate_all(cfg, state, seed, deterministic=True):
+    """Evaluation of every final policy ([G, S] states): one episode per env, observation
+    statistics frozen, the mode action (``deterministic``) or a sampled one. Unlike the training
+    return, it does not mix policies of different updates (in a 1000-step episode without
+    terminations, 100 updates pass)."""
     import jax
 
     trainer = make_train(cfg)
-    one = lambda s, k: evaluate(trainer, s, k)  # noqa: E731
+    one = lambda s, k: evaluate(trainer, s, k, deterministic=deterministic)  # noqa: E731
     g, n = jax.tree.leaves(state.params)[0].shape[:2]
     keys = jax.random.split(jax.random.key(seed + 10_000), g * n).reshape(g, n)
     return np.asarray(jax.jit(jax.vmap(jax.vmap(one)))(state, keys), np.float64)
@@ -94,6 +96,13 @@ def _seed_stats(final, evals) -> dict:
     }
 
 
+def _sample_stats(returns) -> dict:
+    """The row's evaluation with sampled actions (``--eval-sample``): per-seed returns, mean, s.e."""
+    x = np.asarray(returns, np.float64)
+    return {"eval_sample_returns": x.tolist(), "eval_sample_mean": float(x.mean()),
+            "eval_sample_stderr": float(x.std(ddof=1) / math.sqrt(len(x))) if len(x) > 1 else 0.0}
+
+
 def _kv(items):
     return dict(item.split("=", 1) for item in items)
 
@@ -115,11 +124,13 @@ def run(args, on_row=None) -> list[dict]:
             m = res.metrics  # [G, S, U]
             skipped = np.asarray(res.summary["nonfinite_updates"]).reshape(len(res.grid), args.seeds)
             evals = _evaluate_all(cfg, res.state, args.seed) if args.eval else None
+            sampled = _evaluate_all(cfg, res.state, args.seed, deterministic=False) if args.eval_sample else None
             for g, setting in enumerate(res.grid):
                 rows.append({
                     "algo": algo, "env": env, "setting": setting, "seeds": args.seeds,
                     "env_steps": cfg.num_updates * cfg.batch_size,
                     **_seed_stats(m["last_return"][g, :, -1], None if evals is None else evals[g]),
+                    **({} if sampled is None else _sample_stats(sampled[g])),
                     "nonfinite_updates": skipped[g].tolist(),
                     "ratio_dev_mean": float(np.nanmean(m["ratio_dev_mean"][g])),
                     "ratio_dev_mean_last": float(np.nanmean(m["ratio_dev_mean"][g, :, -1])),
@@ -198,6 +209,8 @@ def pool_rows(rows: list[dict]) -> list[dict]:
                "clip_frac": wmean("clip_frac"), "approx_kl": wmean("approx_kl"),
                "steps_per_s": wmean("steps_per_s"), "compile_s": max(p["compile_s"] for p in parts),
                "wall_s": sum(p["wall_s"] for p in parts), "pooled_from": len(parts)}
+        if all("eval_sample_returns" in p for p in parts):
+            row.update(_sample_stats([x for p in parts for x in p["eval_sample_returns"]]))
         if all("nonfinite_updates" in p for p in parts):
             row["nonfinite_updates"] = [n for p in parts for n in p["nonfinite_updates"]]
         if all("ratio_dev_mean_last" in p for p in parts):
@@ -231,6 +244,12 @@ def markdown(rows, command: str) -> str:
                      + f" | {r['ratio_dev_mean']:.4f} | "
                      f"{r['ratio_dev_max']:.3f} | {r['clip_frac']:.3f} | {r['approx_kl']:.4f} |"
                      + "".join(_extra_cell(r.get("extra", {}).get(k)) for k in extra))
+    sampled = [r for r in rows if r.get("eval_sample_mean") is not None]
+    if sampled:
+        lines += ["", "Evaluation with sampled actions (`--eval-sample`; one episode per env), mean ± s.e. over seeds:"]
+        lines += [f"- {r['algo']} on {r['env']}" + (f" ({', '.join(f'{k}={v:g}' for k, v in r['setting'].items())})"
+                                                    if r["setting"] else "")
+                  + f": {r['eval_sample_mean']:.1f} ± {r['eval_sample_stderr']:.1f}" for r in sampled]
     skipped = [r for r in rows if any(r.get("nonfinite_updates") or ())]
     if skipped:
         lines += ["", "Updates skipped as non-finite (`--on-nonfinite skip`; such an update is never applied), per seed:"]
@@ -300,6 +319,8 @@ def main(argv=None) -> int:
                    help="also report this logged metric (mean over training; last update ± s.e.; a curve), e.g. "
                         "entropy, pos_share, dropped (repeatable)")
     p.add_argument("--eval", action="store_true", help="also evaluate each final policy (deterministic, 1 episode per env)")
+    p.add_argument("--eval-sample", action="store_true",
+                   help="also evaluate each final policy with sampled actions (as in training), listed below the table")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--on-nonfinite", default=ON_NONFINITE[0], choices=ON_NONFINITE,
                    help="after an update with a non-finite loss (never applied): stop that run (default), or skip "

@@ -381,16 +381,19 @@ def test_ablation_refuses_to_replace_results_and_unreadable_merge_folders(tmp_pa
     rng = np.random.default_rng(1)
     curves, finals, evals = rng.normal(size=(5, 4)), rng.normal(100, 10, 5), rng.normal(200, 20, 5)
     a = {**_part_row(curves, finals, evals, slice(0, 3)), **ablation._seed_stats(finals[:3], evals[:3]),
-         "nonfinite_updates": [0, 0, 0]}
+         "nonfinite_updates": [0, 0, 0], **ablation._sample_stats(evals[:3] - 50)}
     b = {**_part_row(curves, finals, evals, slice(3, 5)), **ablation._seed_stats(finals[3:], evals[3:]),
-         "nonfinite_updates": [3, 0]}
+         "nonfinite_updates": [3, 0], **ablation._sample_stats(evals[3:] - 50)}
     for name, row in (("a", a), ("b", b)):
         (tmp_path / name).mkdir()
         (tmp_path / name / "results.json").write_text(json.dumps({"command": f"cmd {name}", "rows": [row]}))
     out = tmp_path / "ab"
     assert ablation.main(["--merge", str(tmp_path / "a"), str(tmp_path / "b"), "--out", str(out)]) == 0
     assert json.loads((out / "results.json").read_text())["rows"][0]["nonfinite_updates"] == [0, 0, 0, 3, 0]
-    assert "- ppo on CartPole-v1: [0, 0, 0, 3, 0] of 4 updates" in (out / "results.md").read_text()
+    md = (out / "results.md").read_text()
+    assert "- ppo on CartPole-v1: [0, 0, 0, 3, 0] of 4 updates" in md
+    x = evals - 50  # the sampled-action evaluation, pooled over the five seeds
+    assert f"- ppo on CartPole-v1: {x.mean():.1f} ± {x.std(ddof=1) / np.sqrt(5):.1f}" in md
     before = (out / "results.json").read_bytes()
     with pytest.raises(SystemExit) as e:
         ablation.main(["--merge", str(tmp_path / "a"), "--out", str(out)])
