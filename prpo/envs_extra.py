@@ -45,6 +45,7 @@ import importlib.util
 from typing import Any
 
 import flax.struct
+import jax
 import jax.numpy as jnp
 from gymnax.environments import environment as gym_env
 from gymnax.environments import spaces
@@ -165,7 +166,10 @@ class CraftaxEnv(gym_env.Environment):
         return params.inner.replace(max_timesteps=params.max_steps_in_episode)
 
     def reset_env(self, key, params):
-        return self._inner.reset_env(key, self._inner_params(params))
+        obs, state = self._inner.reset_env(key, self._inner_params(params))
+        # Craftax's reset builds 24 state leaves from Python scalars (weakly typed); its step returns
+        # them strongly typed, so without this the rollout's step compiles twice
+        return obs, jax.tree.map(lambda x: jnp.asarray(x, jnp.result_type(x)), state)
 
     def step_env(self, key, state, action, params):
         inner = self._inner_params(params)

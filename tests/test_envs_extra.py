@@ -102,6 +102,9 @@ def test_craftax_step_is_the_library_step_with_time_limit_as_truncation(craftax_
     state, obs = reset(keys)
     lib_obs, lib_state = lib_reset(keys)
     np.testing.assert_allclose(obs, lib_obs, **close)
+    # the reset state is typed as the step's (Craftax's own reset gives weakly typed leaves)
+    weak = lambda tree: [getattr(x, "weak_type", False) for x in jax.tree.leaves(tree)]  # noqa: E731
+    assert weak(state) == weak(step(state, jnp.zeros((n,), jnp.int32), _keys(1, n))[0])
     total = np.zeros(n, np.float32)
     for t in range(1, limit + 1):
         keys = _keys(t, n)
