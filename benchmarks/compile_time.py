@@ -8,7 +8,8 @@ with ``time.perf_counter`` after ``jax.clear_caches()`` so that no trace or exec
 * ``train``: ``jax.jit(train).lower(key, hp)`` (trace + lower to StableHLO) and ``.compile()``
   (XLA) of the whole run, as ``throughput.py`` measures it;
 * ``cli``: what ``python -m prpo train`` compiles (``prpo.experiment.run_experiment``): the init
-  and one runner per chunk length of ``_chunk_plan(num_updates, 20, eval_every, None)``,
+  and one runner for the chunks of ``_chunk_plan(num_updates, 20, eval_every, None)`` (of the
+  longest chunk, told how many updates to run when the lengths differ),
   unvmapped for one seed and one setting (``_over_runs(..., single=True)``);
 * ``vmap2``: the largest of those runners vmapped over a 2-seed batch (the cost of ``vmap``);
 * ``update``: one ``update(state, hp)`` alone;
@@ -116,6 +117,7 @@ def hlo_stats(lowered, compiled=None) -> dict:
 def measure_case(name: str, args) -> dict:
     """One repeat of every phase of case ``name`` in this process."""
     import jax
+    import jax.numpy as jnp
 
     from prpo.experiment import _chunk_plan, _over_runs, grid_hyperparams, seed_keys
     from prpo.train import evaluate, make_train
@@ -158,10 +160,14 @@ def measure_case(name: str, args) -> dict:
         init, run_keys, state, single = cli(seeds)
         _lower_compile(r, "cli_init", init, run_keys, hps)
         r["cli_runner_sizes"] = {}
-        for n in sizes:  # compiled one after the other, as run_experiment does
-            run_n = lambda s, h, n=n: trainer.run(s, h, n)  # noqa: E731
-            one = r["cli_runner_sizes"][str(n)] = {}
+        n = sizes[-1]
+        one = r["cli_runner_sizes"][str(n)] = {}
+        if len(sizes) == 1:
+            run_n = lambda s, h: trainer.run(s, h, n)  # noqa: E731
             _lower_compile(one, "runner", _over_runs(run_n, True, single, {}), state, hps)
+        else:  # chunks of several lengths: run_experiment's one program of the longest, told how many to run
+            run_a = lambda s, h, a: _over_runs(lambda x, hp: trainer.run(x, hp, n, a), True, single, {})(s, h)  # noqa: E731
+            _lower_compile(one, "runner", run_a, state, hps, jnp.int32(n))
         for k in ("lower_s", "compile_s", "lower_cpu_s", "compile_cpu_s"):
             r[f"cli_runner_{k}"] = sum(v[f"runner_{k}"] for v in r["cli_runner_sizes"].values())
 

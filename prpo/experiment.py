@@ -202,7 +202,8 @@ def _chunk_plan(num_updates: int, chunks: int, eval_every: int, checkpoint_every
     """Chunk sizes from update ``start`` to ``num_updates``: equal chunks of a size S chosen for
     progress output (``chunks`` per run), a multiple of ``eval_every`` (evaluations fall every
     ``eval_every`` updates) dividing ``checkpoint_every`` (checkpoints fall on chunk ends), then
-    the rest (a single chunk and its rest are one chunk: one compile). A run resumed at a chunk end
+    the rest (a single chunk and its rest are one chunk). Chunks of several lengths share one
+    compiled runner (of the longest, told how many updates to run). A run resumed at a chunk end
     continues with exactly the chunks it would have run."""
     unit = eval_every or 1
     blocks = num_updates // unit
@@ -443,7 +444,6 @@ def run_experiment(
     single = n_set == 1 and n_seeds == 1 and not sharded
     init = jax.jit(_over_runs(trainer.init, False, single, spmd))
     sizes = _chunk_plan(cfg.num_updates, run.chunks, cfg.eval_every, run.checkpoint_every, start)
-    runners = {}
     t0 = time.perf_counter()
     # one device: compile against the state's shapes and check the estimate against the device's
     # memory before the state is allocated; sharded: the state's placement fixes the compile
@@ -454,10 +454,19 @@ def run_experiment(
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
         # a fresh one-device run compiles its init alongside the runners (XLA compiles release the GIL)
         init_c = pool.submit(init.lower(keys, hps).compile) if not sharded and not start else None
-        for n in sorted(set(sizes)):
-            run_n = lambda s, h, n=n: trainer.run(s, h, n)  # noqa: E731
-            runners[n] = jax.jit(_over_runs(run_n, True, single, spmd)).lower(state, hps).compile()
-        memory.check_fits(runners[max(runners)], num_envs=cfg.num_envs,
+        if len(set(sizes)) == 1:
+            n = sizes[0]
+            run_n = lambda s, h: trainer.run(s, h, n)  # noqa: E731
+            runner = jax.jit(_over_runs(run_n, True, single, spmd)).lower(state, hps).compile()
+            runners = {n: lambda s, h, runner=runner: runner(s, h)}
+        else:  # chunks of several lengths: one program of the longest, told how many updates to run
+            n = max(sizes)
+            whole = jax.jit(lambda s, h, a: _over_runs(lambda x, hp: trainer.run(x, hp, n, a), True, single, spmd)(s, h))
+            runner = whole.lower(state, hps, jnp.int32(n)).compile()
+            cut = lambda m, k: jax.tree.map(lambda x: x[:, :, :k], m)  # noqa: E731  ([G, S, updates])
+            runners = {k: lambda s, h, k=k: (lambda out: (out[0], cut(out[1], k)))(runner(s, h, jnp.int32(k)))
+                       for k in set(sizes)}
+        memory.check_fits(runner, num_envs=cfg.num_envs,
                           what=f"{n_seeds} seed(s) × {n_set} setting(s) of {cfg.algo}",
                           device=trainer.mesh.devices.flat[0] if sharded else None)
         if init_c is not None:

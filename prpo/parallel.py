@@ -137,8 +137,11 @@ def make_sharded_train(cfg: Config, mesh: Mesh | None = None, policy=None, netwo
     def update(state, hp):
         return smap(local.update, (specs, P()), (specs, P()))(state, hp)
 
-    def run(state, hp, num_updates_to_run: int):
-        return smap(lambda s, h: local.run(s, h, num_updates_to_run), (specs, P()), (specs, P()))(state, hp)
+    def run(state, hp, num_updates_to_run: int, active=None):
+        if active is None:
+            return smap(lambda s, h: local.run(s, h, num_updates_to_run), (specs, P()), (specs, P()))(state, hp)
+        return smap(lambda s, h, a: local.run(s, h, num_updates_to_run, a), (specs, P(), P()), (specs, P()))(
+            state, hp, active)
 
     def train(key, hp):
         return smap(local.train, (P(), P()), (specs, P()))(key, hp)

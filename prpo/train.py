@@ -274,12 +274,29 @@ def make_train(
         ret = _greedy_return(cfg, eval_env, policy, state.params, state.obs_rms, k_eval)
         return state.replace(key=key, eval_return=ret)
 
-    def run(state: TrainState, hp: Hyperparams, num_updates_to_run: int):
+    def run(state: TrainState, hp: Hyperparams, num_updates_to_run: int, active=None):
         """``num_updates_to_run`` updates; with ``eval_every`` = E, a greedy evaluation after every
         E-th update *of this call* (drivers call it with multiples of E), reported in the metric
-        ``eval_return`` of that update and carried until the next evaluation."""
-        scan_updates = lambda s, n: jax.lax.scan(lambda c, _: update(c, hp), s, None, length=n)  # noqa: E731
+        ``eval_return`` of that update and carried until the next evaluation.
+
+        ``active`` (a traced int, optional): only the first ``active`` of the ``num_updates_to_run``
+        updates run; the rest pass the state through with NaN metrics (integers: -1). One compiled
+        program then serves chunks of any length up to ``num_updates_to_run``."""
         every = cfg.eval_every
+        if active is not None:
+            def one(s, i):
+                s, m = update(s, hp)
+                if every:
+                    s = jax.lax.cond((i + 1) % every == 0, evaluate_in_loop, lambda x: x, s)
+                    m["eval_return"] = s.eval_return
+                return s, m
+
+            blank = jax.eval_shape(one, state, jnp.int32(0))[1]
+            blank = jax.tree.map(lambda a: jnp.full(a.shape, jnp.nan if jnp.issubdtype(a.dtype, jnp.inexact) else -1,
+                                                    a.dtype), blank)
+            step = lambda s, i: jax.lax.cond(i < active, one, lambda s, i: (s, blank), s, i)  # noqa: E731
+            return jax.lax.scan(step, state, jnp.arange(num_updates_to_run))
+        scan_updates = lambda s, n: jax.lax.scan(lambda c, _: update(c, hp), s, None, length=n)  # noqa: E731
         if not every or num_updates_to_run < every:
             return scan_updates(state, num_updates_to_run)
         blocks, rest = divmod(num_updates_to_run, every)

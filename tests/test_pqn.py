@@ -263,8 +263,8 @@ def test_run_with_leftover_updates_matches_blocks_then_rest():
 
 
 def test_chunk_plan_folds_a_single_chunks_rest_into_it():
-    """The CLI compiles one runner per chunk length: PQN CartPole's 244 updates (eval every 12)
-    were chunks of 240 and 4 (two compiles); one chunk and its rest are now one chunk of 244,
+    """Chunks of several lengths used to compile a runner each: PQN CartPole's 244 updates (eval
+    every 12) were chunks of 240 and 4; one chunk and its rest are now one chunk of 244,
     which Trainer.run scans once. Checkpoints still fall on chunk ends, and a resumed run at a
     chunk end continues with the chunks it would have run."""
     from prpo.experiment import _chunk_plan
@@ -278,3 +278,24 @@ def test_chunk_plan_folds_a_single_chunks_rest_into_it():
     # no eval: a divisor within a factor 4 of num_updates / 20 gives equal chunks (one compile)
     assert _chunk_plan(244, 20, 0, None) == [4] * 61  # Pendulum's 244 updates (was 18 × 13 + 10)
     assert _chunk_plan(2441, 20, 0, None) == [123] * 19 + [104]  # a prime: equal chunks and a rest
+
+
+@pytest.mark.parametrize("algo, eval_every, updates, chunks", [("ppo", 0, 23, 5), ("pqn", 2, 7, 2)])
+def test_chunks_of_several_lengths_share_one_program_and_equal_the_straight_run(algo, eval_every, updates, chunks):
+    """23 updates as chunks 5, 5, 5, 5, 3 (PPO) and 7 as 2, 2, 2, 1 (PQN, evaluating every 2) run
+    through one compiled program told how many updates to run (``Trainer.run``'s ``active``);
+    the result must be the straight ``train`` run's, final state and every metric."""
+    from prpo.experiment import _chunk_plan, seed_keys
+
+    cfg = algorithms.get(algo).config("CartPole-v1", num_envs=4, num_steps=8, num_minibatches=2, update_epochs=1,
+                                      total_timesteps=4 * 8 * updates, eval_every=eval_every, actor_hidden=(8,),
+                                      **({"eval_envs": 2} if eval_every else {}))
+    assert len(set(_chunk_plan(cfg.num_updates, chunks, eval_every, None))) == 2
+    result = run_experiment(cfg, seeds=1, progress=False, chunks=chunks)
+    state, metrics = jax.jit(make_train(cfg).train)(seed_keys(0, 1)[0], cfg.hp)
+    for k in metrics:
+        np.testing.assert_allclose(np.asarray(result.metrics[k])[0, 0], np.asarray(metrics[k]), rtol=1e-6, atol=1e-6,
+                                   err_msg=k)
+    for a, b in zip(jax.tree.leaves(result.state.params), jax.tree.leaves(state.params)):
+        np.testing.assert_allclose(np.asarray(a)[0, 0], np.asarray(b), rtol=1e-6, atol=1e-6)
+    assert int(np.asarray(result.state.update).ravel()[0]) == updates
