@@ -466,6 +466,12 @@ def run_experiment(
             cut = lambda m, k: jax.tree.map(lambda x: x[:, :, :k], m)  # noqa: E731  ([G, S, updates])
             runners = {k: lambda s, h, k=k: (lambda out: (out[0], cut(out[1], k)))(runner(s, h, jnp.int32(k)))
                        for k in set(sizes)}
+        if sharded:  # the runner's own output placement may differ from the one it was compiled for
+            # (seeds over devices with one data shard): each chunk's state goes back to the input's
+            want = runner.input_shardings[0][0]
+            runners = {k: lambda s, h, f=f: (lambda out: (jax.device_put(out[0], want), out[1]))(f(s, h))
+                       for k, f in runners.items()}
+            state = jax.device_put(state, want)
         memory.check_fits(runner, num_envs=cfg.num_envs,
                           what=f"{n_seeds} seed(s) × {n_set} setting(s) of {cfg.algo}",
                           device=trainer.mesh.devices.flat[0] if sharded else None)

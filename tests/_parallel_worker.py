@@ -61,6 +61,22 @@ def seeds_axis(reference):
     print("seeds axis ok", flush=True)
 
 
+def seeds_over_groups_chunked():
+    """run_experiment with 2 seeds over 2 device groups and one data shard each, in chunks of
+    several lengths (the state is fed back into the runner between chunks: a placement the runner
+    does not expect used to end in a sharding error): each seed equals its key trained alone."""
+    from prpo.experiment import run_experiment, seed_keys
+
+    cfg = TINY.replace(total_timesteps=TINY.batch_size * 23)  # chunks of 5, 5, 5, 5 and 3
+    res = run_experiment(cfg, seeds=2, seed_devices=2, chunks=5, progress=False)
+    alone = jax.jit(parallel.make_sharded_train(cfg, parallel.make_mesh(1)).train)
+    for k, key in enumerate(seed_keys(0, 2)):
+        state, metrics = alone(key, cfg.hp)
+        close(jax.tree.map(lambda x: np.asarray(x)[0, k], res.state.params), state.params, f"seed {k} vs alone")
+        close(np.asarray(res.metrics["loss"])[0, k], metrics["loss"], f"seed {k} loss vs alone")
+    print("seed groups chunked ok", flush=True)
+
+
 def pqn_equivalence():
     """PQN through the same sharded update step: 1 vs 2 devices, with an in-loop evaluation."""
     from prpo import algorithms
@@ -91,5 +107,6 @@ def cli(out_dir):
 
 if __name__ == "__main__":
     seeds_axis(equivalence())
+    seeds_over_groups_chunked()
     pqn_equivalence()
     cli(sys.argv[1])

@@ -39,7 +39,7 @@ def test_one_two_four_devices_same_parameters_seeds_axis_and_cli(tmp_path):
         env=_env(), capture_output=True, text=True, timeout=600,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
-    for line in ("equivalence ok", "seeds axis ok", "pqn ok", "cli ok"):
+    for line in ("equivalence ok", "seeds axis ok", "seed groups chunked ok", "pqn ok", "cli ok"):
         assert line in proc.stdout
     assert (tmp_path / "cli" / "summary.json").exists()
 
