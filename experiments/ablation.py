@@ -47,7 +47,7 @@ import numpy as np
 
 from prpo import algorithms
 from prpo.config import ConfigError
-from prpo.experiment import ON_NONFINITE, run_experiment
+from prpo.experiment import ON_NONFINITE, check_grid, run_experiment
 from prpo.report import ReportError, final_stats
 from prpo.train import NonFiniteLossError, evaluate, make_train
 
@@ -103,59 +103,95 @@ def _sample_stats(returns) -> dict:
             "eval_sample_stderr": float(x.std(ddof=1) / math.sqrt(len(x))) if len(x) > 1 else 0.0}
 
 
-def _kv(items):
-    return dict(item.split("=", 1) for item in items)
+def _kv(items, flag):
+    """``KEY=VALUE`` items as a dict; a malformed one is a ConfigError naming ``flag``."""
+    out = {}
+    for item in items:
+        key, eq, value = item.partition("=")
+        if not eq or not key.strip() or not value.strip():
+            raise ConfigError(f"{flag} {item!r}: expected KEY=VALUE (e.g. {flag} lr=3e-4)")
+        out[key.strip()] = value.strip()
+    return out
+
+
+def _number(text, what):
+    try:
+        return float(text)
+    except ValueError:
+        raise ConfigError(f"{what}: {text!r} is not a number") from None
+
+
+def _plan(args) -> list:
+    """Every (env, algo, config) of the sweep and its grid, checked before anything compiles:
+    a bad option, env, grid value or ``--metric`` name is refused here, not after earlier pairs trained."""
+    overrides = _kv(args.set, "--set")
+    if args.total_steps is not None:
+        steps = _number(args.total_steps, "--total-steps")
+        if not steps.is_integer() or steps <= 0:
+            raise ConfigError(f"--total-steps must be a positive whole number of env steps, got {args.total_steps!r}")
+        overrides["total_timesteps"] = str(int(steps))
+    if args.num_envs is not None:
+        overrides["num_envs"] = str(args.num_envs)
+    grid = {k: [_number(x, f"--grid {k}") for x in v.split(",")] for k, v in _kv(args.grid, "--grid").items()}
+    plan = [(env, algo, algorithms.get(algo).config(env, **overrides)) for env in args.envs for algo in args.algos]
+    for _, _, cfg in plan:
+        check_grid(cfg.hp, grid)
+    if args.metric:
+        import jax
+
+        for env, algo, cfg in plan:
+            trainer = make_train(cfg)
+            state = jax.eval_shape(trainer.init, jax.random.key(0), cfg.hp)
+            logged = set(jax.eval_shape(lambda s, h: trainer.run(s, h, 1), state, cfg.hp)[1])
+            unknown = [m for m in args.metric if m not in logged]
+            if unknown:
+                raise ConfigError(f"--metric {', '.join(unknown)}: not logged by {algo} on {env}; logged metrics: "
+                                  + ", ".join(sorted(logged)))
+    return plan, grid
 
 
 def run(args, on_row=None) -> list[dict]:
-    overrides = _kv(args.set)
-    if args.total_steps:
-        overrides["total_timesteps"] = str(int(float(args.total_steps)))
-    if args.num_envs:
-        overrides["num_envs"] = str(args.num_envs)
-    grid = {k: [float(x) for x in v.split(",")] for k, v in _kv(args.grid).items()}
+    plan, grid = _plan(args)
     rows = []
-    for env in args.envs:
-        for algo in args.algos:
-            cfg = algorithms.get(algo).config(env, **overrides)
-            t0 = time.perf_counter()
-            res = run_experiment(cfg, seeds=args.seeds, seed=args.seed, grid=grid, progress=not args.no_progress,
-                                 on_nonfinite=args.on_nonfinite)
-            m = res.metrics  # [G, S, U]
-            skipped = np.asarray(res.summary["nonfinite_updates"]).reshape(len(res.grid), args.seeds)
-            evals = _evaluate_all(cfg, res.state, args.seed) if args.eval else None
-            sampled = _evaluate_all(cfg, res.state, args.seed, deterministic=False) if args.eval_sample else None
-            for g, setting in enumerate(res.grid):
-                rows.append({
-                    "algo": algo, "env": env, "setting": setting, "seeds": args.seeds,
-                    "env_steps": cfg.num_updates * cfg.batch_size,
-                    **_seed_stats(m["last_return"][g, :, -1], None if evals is None else evals[g]),
-                    **({} if sampled is None else _sample_stats(sampled[g])),
-                    "nonfinite_updates": skipped[g].tolist(),
-                    "ratio_dev_mean": float(np.nanmean(m["ratio_dev_mean"][g])),
-                    "ratio_dev_mean_last": float(np.nanmean(m["ratio_dev_mean"][g, :, -1])),
-                    "ratio_dev_max": float(np.nanmax(m["ratio_dev_max"][g])),
-                    "clip_frac": float(np.nanmean(m["clip_frac"][g])),
-                    "approx_kl": float(np.nanmean(m["approx_kl"][g])),
-                    "curve_steps": ((np.arange(m["update"].shape[-1]) + 1) * cfg.batch_size).tolist(),
-                    "curve_return": np.nanmean(m["last_return"][g], axis=0).tolist(),
-                    "curve_return_stderr": (np.nanstd(m["last_return"][g], axis=0) / math.sqrt(args.seeds)).tolist(),
-                    "curve_ratio_dev": np.nanmean(m["ratio_dev_mean"][g], axis=0).tolist(),
-                    "extra": {name: {"mean": float(np.nanmean(m[name][g])),
-                                     "last": float(np.nanmean(m[name][g, :, -1])),
-                                     "last_stderr": float(np.nanstd(m[name][g, :, -1], ddof=1) / math.sqrt(args.seeds))
-                                     if args.seeds > 1 else 0.0,
-                                     "curve": np.nanmean(m[name][g], axis=0).tolist()}
-                              for name in args.metric if name in m},
-                    "steps_per_s": res.summary["steps_per_s"], "compile_s": res.summary["compile_s"],
-                    "wall_s": time.perf_counter() - t0,
-                    "config": cfg.to_dict(),
-                })
-                print(f"{algo:5s} {env:14s} {setting or ''} return {rows[-1]['return_mean']:9.1f} ± "
-                      f"{rows[-1]['return_stderr']:.1f}  |r-1| {rows[-1]['ratio_dev_mean']:.4f} "
-                      f"(max {rows[-1]['ratio_dev_max']:.2f})", flush=True)
-            if on_row is not None:  # save as we go: a long sweep cut short keeps what it finished
-                on_row(rows)
+    for env, algo, cfg in plan:
+        t0 = time.perf_counter()
+        res = run_experiment(cfg, seeds=args.seeds, seed=args.seed, grid=grid, progress=not args.no_progress,
+                             on_nonfinite=args.on_nonfinite)
+        m = res.metrics  # [G, S, U]
+        skipped = np.asarray(res.summary["nonfinite_updates"]).reshape(len(res.grid), args.seeds)
+        evals = _evaluate_all(cfg, res.state, args.seed) if args.eval else None
+        sampled = _evaluate_all(cfg, res.state, args.seed, deterministic=False) if args.eval_sample else None
+        for g, setting in enumerate(res.grid):
+            rows.append({
+                "algo": algo, "env": env, "setting": setting, "seeds": args.seeds,
+                "env_steps": cfg.num_updates * cfg.batch_size,
+                **_seed_stats(m["last_return"][g, :, -1], None if evals is None else evals[g]),
+                **({} if sampled is None else _sample_stats(sampled[g])),
+                "nonfinite_updates": skipped[g].tolist(),
+                "ratio_dev_mean": float(np.nanmean(m["ratio_dev_mean"][g])),
+                "ratio_dev_mean_last": float(np.nanmean(m["ratio_dev_mean"][g, :, -1])),
+                "ratio_dev_max": float(np.nanmax(m["ratio_dev_max"][g])),
+                "clip_frac": float(np.nanmean(m["clip_frac"][g])),
+                "approx_kl": float(np.nanmean(m["approx_kl"][g])),
+                "curve_steps": ((np.arange(m["update"].shape[-1]) + 1) * cfg.batch_size).tolist(),
+                "curve_return": np.nanmean(m["last_return"][g], axis=0).tolist(),
+                "curve_return_stderr": (np.nanstd(m["last_return"][g], axis=0) / math.sqrt(args.seeds)).tolist(),
+                "curve_ratio_dev": np.nanmean(m["ratio_dev_mean"][g], axis=0).tolist(),
+                "extra": {name: {"mean": float(np.nanmean(m[name][g])),
+                                 "last": float(np.nanmean(m[name][g, :, -1])),
+                                 "last_stderr": float(np.nanstd(m[name][g, :, -1], ddof=1) / math.sqrt(args.seeds))
+                                 if args.seeds > 1 else 0.0,
+                                 "curve": np.nanmean(m[name][g], axis=0).tolist()}
+                          for name in args.metric if name in m},
+                "steps_per_s": res.summary["steps_per_s"], "compile_s": res.summary["compile_s"],
+                "wall_s": time.perf_counter() - t0,
+                "config": cfg.to_dict(),
+            })
+            print(f"{algo:5s} {env:14s} {setting or ''} return {rows[-1]['return_mean']:9.1f} ± "
+                  f"{rows[-1]['return_stderr']:.1f}  |r-1| {rows[-1]['ratio_dev_mean']:.4f} "
+                  f"(max {rows[-1]['ratio_dev_max']:.2f})", flush=True)
+        if on_row is not None:  # save as we go: a long sweep cut short keeps what it finished
+            on_row(rows)
     return rows
 
 

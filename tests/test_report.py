@@ -406,3 +406,23 @@ def test_ablation_refuses_to_replace_results_and_unreadable_merge_folders(tmp_pa
     err = capsys.readouterr().err
     assert e.value.code == 2 and "--merge " + str(tmp_path / "missing") in err and "Traceback" not in err
     assert not (tmp_path / "m").exists()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--set", "lr"], "--set 'lr': expected KEY=VALUE"),
+    (["--grid", "lr=abc"], "--grid lr: 'abc' is not a number"),
+    (["--grid", "nosuch=1,2"], "grid option 'nosuch' is not a hyperparameter"),
+    (["--total-steps", "abc"], "--total-steps: 'abc' is not a number"),
+    (["--total-steps", "0"], "--total-steps must be a positive whole number"),
+    (["--num-envs", "0"], "num_envs must be a positive integer, got 0"),  # was silently the preset's
+    (["--envs", "CartPole-v1,NoSuch"], "Unknown environment 'NoSuch'"),  # before CartPole trains
+    (["--metric", "nosuch"], "--metric nosuch: not logged by ppo on CartPole-v1; logged metrics: approx_kl"),
+])
+def test_ablation_bad_input_is_one_line_before_anything_trains(args, message, tmp_path, capsys):
+    ablation = load_experiment("ablation")
+    with pytest.raises(SystemExit) as e:
+        ablation.main(["--algos", "ppo", "--seeds", "1", "--total-steps", "2e3", "--no-progress",
+                       "--out", str(tmp_path / "o"), *args])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and message in err and "Traceback" not in err, err
+    assert not (tmp_path / "o").exists()
