@@ -46,6 +46,7 @@ import time
 import numpy as np
 
 from prpo import algorithms
+from prpo.cli import parse_kv
 from prpo.config import ConfigError
 from prpo.experiment import ON_NONFINITE, check_grid, run_experiment
 from prpo.report import ReportError, final_stats
@@ -103,17 +104,6 @@ def _sample_stats(returns) -> dict:
             "eval_sample_stderr": float(x.std(ddof=1) / math.sqrt(len(x))) if len(x) > 1 else 0.0}
 
 
-def _kv(items, flag):
-    """``KEY=VALUE`` items as a dict; a malformed one is a ConfigError naming ``flag``."""
-    out = {}
-    for item in items:
-        key, eq, value = item.partition("=")
-        if not eq or not key.strip() or not value.strip():
-            raise ConfigError(f"{flag} {item!r}: expected KEY=VALUE (e.g. {flag} lr=3e-4)")
-        out[key.strip()] = value.strip()
-    return out
-
-
 def _number(text, what):
     try:
         return float(text)
@@ -124,7 +114,7 @@ def _number(text, what):
 def _plan(args) -> list:
     """Every (env, algo, config) of the sweep and its grid, checked before anything compiles:
     a bad option, env, grid value or ``--metric`` name is refused here, not after earlier pairs trained."""
-    overrides = _kv(args.set, "--set")
+    overrides = parse_kv(args.set, "--set")
     if args.total_steps is not None:
         steps = _number(args.total_steps, "--total-steps")
         if not steps.is_integer() or steps <= 0:
@@ -132,7 +122,7 @@ def _plan(args) -> list:
         overrides["total_timesteps"] = str(int(steps))
     if args.num_envs is not None:
         overrides["num_envs"] = str(args.num_envs)
-    grid = {k: [_number(x, f"--grid {k}") for x in v.split(",")] for k, v in _kv(args.grid, "--grid").items()}
+    grid = {k: [_number(x, f"--grid {k}") for x in v.split(",")] for k, v in parse_kv(args.grid, "--grid").items()}
     plan = [(env, algo, algorithms.get(algo).config(env, **overrides)) for env in args.envs for algo in args.algos]
     for _, _, cfg in plan:
         check_grid(cfg.hp, grid)

@@ -54,6 +54,9 @@ import time
 
 import numpy as np
 
+from prpo.cli import parse_kv
+from prpo.config import ConfigError
+
 #: per-step statistics logged by :func:`measuring` (name -> description)
 STATS = {
     "rmean": "mean r",
@@ -272,16 +275,29 @@ def main(argv=None):
     if args.merge:
         results, commands = {}, []
         for d in args.merge:
-            with open(os.path.join(d, "step_ratios.json")) as f:
-                data = json.load(f)
-            results.update(data["results"])
-            commands.append(data["command"])
+            try:
+                with open(os.path.join(d, "step_ratios.json")) as f:
+                    data = json.load(f)
+                results.update(data["results"])
+                commands.append(data["command"])
+            except (OSError, ValueError, KeyError, TypeError) as e:
+                p.error(f"--merge {d}: no readable step_ratios.json of this script ({type(e).__name__}: {e})")
         command = " ; ".join(commands)
     else:
-        for v in args.variants:
-            variant_overrides(v)  # refuse a bad name before any compile
-        extra = dict(item.split("=", 1) for item in args.set)
-        results = run(args.variants, args.env, args.seeds, int(float(args.total_steps)), extra, args.progress)
+        try:
+            for v in args.variants:
+                variant_overrides(v)  # refuse a bad name before any compile
+            extra = parse_kv(args.set, "--set")
+        except ConfigError as e:
+            p.error(str(e))
+        try:
+            steps = float(args.total_steps)
+        except ValueError:
+            p.error(f"--total-steps: {args.total_steps!r} is not a number")
+        try:
+            results = run(args.variants, args.env, args.seeds, int(steps), extra, args.progress)
+        except ConfigError as e:
+            p.error(str(e))
     os.makedirs(args.out, exist_ok=True)
     with open(os.path.join(args.out, "step_ratios.json"), "w") as f:
         json.dump({"command": command, "results": results}, f)

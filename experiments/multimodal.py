@@ -35,6 +35,7 @@ import numpy as np
 
 from prpo import algorithms
 from prpo import normalization as norm
+from prpo.config import ConfigError
 from prpo.experiment import run_experiment
 from prpo.toy_envs import goals, mode_fractions
 from prpo.train import make_train
@@ -139,7 +140,19 @@ def main(argv=None):
     p.add_argument("--budgets", default="3e4,1.2e5", help="comma-separated training budgets (env steps), one row each")
     p.add_argument("--out", default="experiments/results/multimodal")
     args = p.parse_args(argv)
-    results = {b: run(args.algos, args.seeds, int(float(b))) for b in args.budgets.split(",")}
+    try:
+        budgets = [int(float(b)) for b in args.budgets.split(",")]
+    except ValueError:
+        p.error(f"--budgets takes comma-separated numbers of env steps, got {args.budgets!r}")
+    try:
+        for a in args.algos:
+            algorithms.get(a)
+    except ConfigError as e:
+        p.error(str(e))
+    try:
+        results = {b: run(args.algos, args.seeds, b) for b in budgets}
+    except ConfigError as e:
+        p.error(str(e))
     os.makedirs(args.out, exist_ok=True)
     command = "python experiments/multimodal.py " + " ".join(sys.argv[1:] if argv is None else argv)
     with open(os.path.join(args.out, "multimodal.json"), "w") as f:

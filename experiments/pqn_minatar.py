@@ -24,6 +24,7 @@ import sys
 import numpy as np
 
 from prpo import algorithms
+from prpo.cli import parse_kv
 from prpo.config import ConfigError, apply_overrides
 from prpo.experiment import run_experiment
 
@@ -110,7 +111,7 @@ def main(argv=None) -> int:
     for game in args.games.split(","):
         try:
             cfg = algorithms.get("pqn").config(game)
-            over = dict(kv.split("=", 1) for kv in args.set)
+            over = parse_kv(args.set, "--set")
             if args.total_steps:
                 over["total_timesteps"] = int(args.total_steps)
             cfg = apply_overrides(cfg, over)
@@ -119,7 +120,10 @@ def main(argv=None) -> int:
             algorithms.get("pqn").check(cfg)
         except ConfigError as e:
             p.error(str(e))
-        res = run_experiment(cfg, seeds=args.seeds, seed=args.seed, progress=not args.no_progress)
+        try:
+            res = run_experiment(cfg, seeds=args.seeds, seed=args.seed, progress=not args.no_progress)
+        except ConfigError as e:
+            p.error(str(e))
         m, s = res.metrics, res.summary
         ev_final = np.asarray(m["eval_return"])[0, :, -1]
         train_final = np.asarray(s["final_returns"], np.float64)

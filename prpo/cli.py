@@ -170,7 +170,9 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _kv(items, flag) -> dict[str, str]:
+def parse_kv(items, flag) -> dict[str, str]:
+    """``KEY=VALUE`` strings (repeatable flags such as ``--set``) as a dict; a malformed or repeated
+    one is a ConfigError naming ``flag`` (the one parser of these flags: CLI and experiment scripts)."""
     out = {}
     for item in items:
         if "=" not in item:
@@ -197,7 +199,7 @@ def config_from_args(args):
         overrides["total_timesteps"] = args.total_steps
     if args.devices is not None:
         overrides["devices"] = args.devices
-    sets = _kv(args.set, "--set")
+    sets = parse_kv(args.set, "--set")
     for key, flag in _FLAG_OPTIONS.items():
         if key in sets and key in overrides:
             raise ConfigError(f"{key} is given twice: {flag} {overrides[key]} and --set {key}={sets[key]}; give it once")
@@ -210,7 +212,7 @@ def config_from_args(args):
     algo = algorithms.get(str(args.algo))
     cfg = algo.config(str(args.env), args.preset, **overrides)
     grid = {}
-    for k, v in _kv(args.grid, "--grid").items():
+    for k, v in parse_kv(args.grid, "--grid").items():
         try:
             grid[k] = [float(x) for x in v.split(",") if x.strip()]
         except ValueError:

@@ -16,6 +16,8 @@ from prpo.config import Config, ConfigError, Hyperparams, apply_overrides, prese
 from prpo.experiment import grid_hyperparams, run_experiment
 from prpo.train import make_train
 
+from _experiments import load_experiment  # tests/ is on sys.path
+
 
 @pytest.fixture
 def no_compile(monkeypatch):
@@ -233,3 +235,23 @@ def test_a_total_that_is_not_a_multiple_of_the_batch_is_said_once(tmp_path, caps
     import json
 
     assert json.loads((tmp_path / "run" / "summary.json").read_text())["note"] == result.summary["note"]
+
+
+@pytest.mark.parametrize("script, args, message", [
+    ("dppo_step_ratios", ["--set", "lr"], "--set expects KEY=VALUE, got 'lr'"),
+    ("dppo_step_ratios", ["--total-steps", "abc"], "--total-steps: 'abc' is not a number"),
+    ("dppo_step_ratios", ["--merge", "missing"], "--merge missing: no readable step_ratios.json"),
+    ("multimodal", ["--budgets", "abc"], "--budgets takes comma-separated numbers of env steps, got 'abc'"),
+    ("multimodal", ["--algos", "nope"], "unknown algorithm 'nope'"),
+    ("pqn_minatar", ["--set", "lr"], "--set expects KEY=VALUE, got 'lr'"),
+    ("pqn_minatar", ["--seeds", "0", "--games", "Breakout-MinAtar"], "seeds must be a positive integer, got 0"),
+])
+def test_experiment_scripts_refuse_bad_input_in_one_line(script, args, message, tmp_path, capsys, monkeypatch):
+    """The study scripts of experiments/: bad input exits 2 with one line naming it, before
+    anything trains or writes (it used to end in a ValueError / ConfigError traceback)."""
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as e:
+        load_experiment(script).main([*args, "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and message in err and "Traceback" not in err, err
+    assert not (tmp_path / "o").exists()

@@ -409,7 +409,7 @@ def test_ablation_refuses_to_replace_results_and_unreadable_merge_folders(tmp_pa
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--set", "lr"], "--set 'lr': expected KEY=VALUE"),
+    (["--set", "lr"], "--set expects KEY=VALUE, got 'lr'"),
     (["--grid", "lr=abc"], "--grid lr: 'abc' is not a number"),
     (["--grid", "nosuch=1,2"], "grid option 'nosuch' is not a hyperparameter"),
     (["--total-steps", "abc"], "--total-steps: 'abc' is not a number"),
