@@ -172,7 +172,7 @@ def run(args, on_row=None) -> list[dict]:
                                  "last_stderr": float(np.nanstd(m[name][g, :, -1], ddof=1) / math.sqrt(args.seeds))
                                  if args.seeds > 1 else 0.0,
                                  "curve": np.nanmean(m[name][g], axis=0).tolist()}
-                          for name in args.metric if name in m},
+                          for name in args.metric},  # every name checked by _plan
                 "steps_per_s": res.summary["steps_per_s"], "compile_s": res.summary["compile_s"],
                 "wall_s": time.perf_counter() - t0,
                 "config": cfg.to_dict(),

@@ -452,26 +452,29 @@ def run_experiment(
     if start:  # the checkpoint, restored into this run's structure and placement before anything compiles
         state, history = run.ckpts.restore(start, state, run.ck_record, (n_set, n_seeds))
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
-        # a fresh one-device run compiles its init alongside the runners (XLA compiles release the GIL)
+        # a fresh one-device run compiles its init alongside the runner (XLA compiles release the GIL)
         init_c = pool.submit(init.lower(keys, hps).compile) if not sharded and not start else None
+        longest = max(sizes)
         if len(set(sizes)) == 1:
-            n = sizes[0]
-            run_n = lambda s, h: trainer.run(s, h, n)  # noqa: E731
-            runner = jax.jit(_over_runs(run_n, True, single, spmd)).lower(state, hps).compile()
-            runners = {n: lambda s, h, runner=runner: runner(s, h)}
+            runner = jax.jit(_over_runs(lambda s, h: trainer.run(s, h, longest), True, single, spmd)).lower(state, hps).compile()
         else:  # chunks of several lengths: one program of the longest, told how many updates to run
-            n = max(sizes)
-            whole = jax.jit(lambda s, h, a: _over_runs(lambda x, hp: trainer.run(x, hp, n, a), True, single, spmd)(s, h))
-            runner = whole.lower(state, hps, jnp.int32(n)).compile()
-            cut = lambda m, k: jax.tree.map(lambda x: x[:, :, :k], m)  # noqa: E731  ([G, S, updates])
-            runners = {k: lambda s, h, k=k: (lambda out: (out[0], cut(out[1], k)))(runner(s, h, jnp.int32(k)))
-                       for k in set(sizes)}
-        if sharded:  # the runner's own output placement may differ from the one it was compiled for
-            # (seeds over devices with one data shard): each chunk's state goes back to the input's
-            want = runner.input_shardings[0][0]
-            runners = {k: lambda s, h, f=f: (lambda out: (jax.device_put(out[0], want), out[1]))(f(s, h))
-                       for k, f in runners.items()}
+            whole = jax.jit(lambda s, h, a: _over_runs(lambda x, hp: trainer.run(x, hp, longest, a), True, single, spmd)(s, h))
+            runner = whole.lower(state, hps, jnp.int32(longest)).compile()
+        # sharded: the runner's output placement may differ from the one it was compiled for (seeds
+        # over devices with one data shard), so each chunk's state goes back to the input's
+        want = runner.input_shardings[0][0] if sharded else None
+        if sharded:
             state = jax.device_put(state, want)
+
+        def run_chunk(s, k):
+            """``k`` updates from ``s``: ``(state, metrics [G, S, k])``."""
+            if len(set(sizes)) == 1:
+                s, m = runner(s, hps)
+            else:
+                s, m = runner(s, hps, jnp.int32(k))
+                m = jax.tree.map(lambda x: x[:, :, :k], m)
+            return (s if want is None else jax.device_put(s, want)), m
+
         memory.check_fits(runner, num_envs=cfg.num_envs,
                           what=f"{n_seeds} seed(s) × {n_set} setting(s) of {cfg.algo}",
                           device=trainer.mesh.devices.flat[0] if sharded else None)
@@ -560,7 +563,7 @@ def run_experiment(
         with _StopRequests(say=writer) as stop:
             for n in sizes:
                 before = state
-                state, metrics = runners[n](state, hps)
+                state, metrics = run_chunk(state, n)
                 metrics = fetch(metrics)
                 bad = np.asarray(fetch(state.nonfinite_update))
                 chunks_out.append(metrics)

@@ -283,14 +283,15 @@ def make_train(
         updates run; the rest pass the state through with NaN metrics (integers: -1). One compiled
         program then serves chunks of any length up to ``num_updates_to_run``."""
         every = cfg.eval_every
-        if active is not None:
-            def one(s, i):
-                s, m = update(s, hp)
-                if every:
-                    s = jax.lax.cond((i + 1) % every == 0, evaluate_in_loop, lambda x: x, s)
-                    m["eval_return"] = s.eval_return
-                return s, m
 
+        def one(s, i):  # update i of this call, and the evaluation after every E-th
+            s, m = update(s, hp)
+            if every:
+                s = jax.lax.cond((i + 1) % every == 0, evaluate_in_loop, lambda x: x, s)
+                m["eval_return"] = s.eval_return
+            return s, m
+
+        if active is not None:
             blank = jax.eval_shape(one, state, jnp.int32(0))[1]
             blank = jax.tree.map(lambda a: jnp.full(a.shape, jnp.nan if jnp.issubdtype(a.dtype, jnp.inexact) else -1,
                                                     a.dtype), blank)
@@ -301,13 +302,7 @@ def make_train(
             return scan_updates(state, num_updates_to_run)
         blocks, rest = divmod(num_updates_to_run, every)
         if rest:  # one scan, the evaluation under a cond: the update is compiled once, not twice
-            def step(s, i):
-                s, m = update(s, hp)
-                s = jax.lax.cond((i + 1) % every == 0, evaluate_in_loop, lambda x: x, s)
-                m["eval_return"] = s.eval_return
-                return s, m
-
-            return jax.lax.scan(step, state, jnp.arange(num_updates_to_run))
+            return jax.lax.scan(one, state, jnp.arange(num_updates_to_run))
 
         def block(s, _):
             s, m = scan_updates(s, every)
